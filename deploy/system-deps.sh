@@ -1,0 +1,15 @@
+#!/bin/sh
+# Debian packages the test suite needs: the servers it starts its own throwaway copies of.
+# Installs only what is missing; needs root (or sudo) the first time on a fresh machine.
+set -eu
+
+missing=""
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+
+[ -z "$missing" ] && exit 0
+
+echo "installing Debian packages:$missing"
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,91 @@
+"""Gateway self-descriptions (`meta`, retained) and availability (`status`, the last will)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from ingest.records import BAD_META, BAD_STATUS, MALFORMED_JSON, Rejection
+from store.writer import SensorMeta
+
+_TEXT_FIELDS = ("domain", "district", "name")
+_KNOWN = {"id", "sensor", "lat", "lon", "quantities", "units", *_TEXT_FIELDS}
+
+
+def _coordinate(entry: dict[str, Any], key: str, limit: float) -> float | None:
+    v = entry.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"{key} must be a number")
+    if abs(v) > limit:
+        raise ValueError(f"{key} {v} is outside [-{limit:g}, {limit:g}]")
+    return float(v)
+
+
+def _sensor(entry: object, gateway: str) -> SensorMeta:
+    if not isinstance(entry, dict):
+        raise ValueError("a sensor entry must be an object")
+    sid = entry.get("id", entry.get("sensor"))
+    if not isinstance(sid, str) or not sid.strip():
+        raise ValueError("a sensor entry needs a non-empty string `id`")
+    text: dict[str, str | None] = {}
+    for key in _TEXT_FIELDS:
+        v = entry.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"{key} must be a string")
+        text[key] = v
+    quantities = entry.get("quantities", [])
+    if not isinstance(quantities, list) or not all(isinstance(q, str) for q in quantities):
+        raise ValueError("quantities must be a list of strings")
+    units = entry.get("units", {})
+    if not isinstance(units, dict) or not all(isinstance(u, str) for u in units.values()):
+        raise ValueError("units must map quantity names to unit strings")
+    return SensorMeta(
+        sensor_id=sid,
+        gateway=gateway,
+        domain=text["domain"],
+        district=text["district"],
+        name=text["name"],
+        lat=_coordinate(entry, "lat", 90),
+        lon=_coordinate(entry, "lon", 180),
+        quantities=tuple(quantities),
+        units=dict(units),
+        attributes={k: v for k, v in entry.items() if k not in _KNOWN},
+    )
+
+
+def parse_meta(payload: bytes, gateway: str) -> tuple[list[SensorMeta], list[Rejection]]:
+    """Sensors described by a `meta` message: `{"sensors": [...]}` or a bare list of sensors."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        return [], [Rejection(MALFORMED_JSON, f"meta is not JSON: {e}")]
+    entries = doc.get("sensors") if isinstance(doc, dict) else doc
+    if not isinstance(entries, list):
+        return [], [Rejection(BAD_META, 'meta must be a list of sensors or {"sensors": [...]}')]
+    sensors: list[SensorMeta] = []
+    rejections: list[Rejection] = []
+    for i, entry in enumerate(entries):
+        try:
+            sensors.append(_sensor(entry, gateway))
+        except ValueError as e:
+            rejections.append(Rejection(BAD_META, f"sensor {i}: {e}", i))
+    return sensors, rejections
+
+
+def parse_status(payload: bytes) -> str | Rejection:
+    """`online` or `offline`, as plain text or `{"status": "..."}`."""
+    text = payload.strip().decode("utf-8", errors="replace").lower()
+    if text.startswith("{"):
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as e:
+            return Rejection(MALFORMED_JSON, f"status is not JSON: {e}")
+        value = doc.get("status") if isinstance(doc, dict) else None
+        text = value.lower() if isinstance(value, str) else ""
+    if text in ("online", "offline"):
+        return text
+    return Rejection(BAD_STATUS, "status must be `online` or `offline`")

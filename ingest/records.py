@@ -1,0 +1,71 @@
+"""What decoders return: candidate readings and per-record rejections.
+
+Decoders never raise on input. A whole message that cannot be read becomes one rejection; a bad
+record becomes one rejection while the good records of the same message are still returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Candidate(NamedTuple):
+    """One reading as a gateway stated it, before unit conversion and validation."""
+
+    sensor: str
+    quantity: str
+    ts: float  # event time, seconds since the Unix epoch (UTC)
+    value: float
+    unit: str | None  # None: already in the quantity's canonical unit
+
+
+class Rejection(NamedTuple):
+    reason: str  # a reason code: malformed_json, bad_senml, unknown_unit, ...
+    detail: str  # for people: what was wrong, naming the field
+    record: int | None = None  # index of the record inside the message, None for the whole message
+
+
+@dataclass
+class Decoded:
+    readings: list[Candidate] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def reject(self, reason: str, detail: str, record: int | None = None) -> None:
+        self.rejections.append(Rejection(reason, detail, record))
+
+
+# Reason codes, in one place so that docs, metrics and tests agree.
+MALFORMED_JSON = "malformed_json"
+BAD_SENML = "bad_senml"
+BAD_PAYLOAD = "bad_payload"  # valid JSON of the wrong shape for the native or SDM forms
+MUST_UNDERSTAND = "must_understand"
+NON_NUMERIC = "non_numeric"
+UNKNOWN_UNIT = "unknown_unit"
+UNKNOWN_QUANTITY = "unknown_quantity"
+UNKNOWN_SENSOR = "unknown_sensor"
+OUT_OF_RANGE = "out_of_range"
+NOT_FINITE = "not_finite"
+BAD_TIME = "bad_time"
+TOO_LARGE = "too_large"
+BAD_TOPIC = "bad_topic"
+BAD_META = "bad_meta"
+BAD_STATUS = "bad_status"
+
+REASONS = (
+    MALFORMED_JSON,
+    BAD_SENML,
+    BAD_PAYLOAD,
+    MUST_UNDERSTAND,
+    NON_NUMERIC,
+    UNKNOWN_UNIT,
+    UNKNOWN_QUANTITY,
+    UNKNOWN_SENSOR,
+    OUT_OF_RANGE,
+    NOT_FINITE,
+    BAD_TIME,
+    TOO_LARGE,
+    BAD_TOPIC,
+    BAD_META,
+    BAD_STATUS,
+)

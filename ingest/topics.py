@@ -1,0 +1,29 @@
+"""The topic contract: `<root>/<gateway>/<kind>` with kind senml, json, sdm, meta or status."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+KINDS = ("senml", "json", "sdm", "meta", "status")
+
+
+class Topic(NamedTuple):
+    gateway: str
+    kind: str
+
+
+def subscriptions(root: str, group: str | None) -> list[str]:
+    """What a worker subscribes to; a shared-subscription group splits the load between workers."""
+    pattern = f"{root}/+/+"
+    return [f"$share/{group}/{pattern}" if group else pattern]
+
+
+def parse(root: str, topic: str) -> Topic | None:
+    """The gateway and kind of a topic under ``root``; None when it breaks the contract."""
+    prefix = root + "/"
+    if not topic.startswith(prefix):
+        return None
+    rest = topic[len(prefix) :].split("/")
+    if len(rest) != 2 or not rest[0] or rest[1] not in KINDS:
+        return None
+    return Topic(rest[0], rest[1])

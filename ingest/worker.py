@@ -1,0 +1,183 @@
+"""The ingest worker: pull messages, batch by size and time, write, commit, then acknowledge.
+
+A batch is acknowledged only after its transaction commits. When the database is away the worker
+keeps the batch, retries with back-off and acknowledges nothing, so the broker keeps (and after a
+crash redelivers) every message; the store's unique key makes redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+import psycopg
+
+from ingest.metrics import IngestMetrics
+from ingest.mqtt import Session
+from ingest.pipeline import Accumulator, Limits, Message, quarantine_row
+from ingest.records import Rejection
+from processing.catalogue import Catalogue
+from pusat.settings import Settings
+from store import db
+from store.writer import Batch, Readings, Writer
+
+log = logging.getLogger(__name__)
+
+STORE_ERROR = "store_error"
+
+
+class Worker:
+    def __init__(self, settings: Settings, catalogue: Catalogue, metrics: IngestMetrics) -> None:
+        if settings.database_url is None:
+            raise ValueError("no database configured: set PUSAT_DATABASE_URL or run `pusat up`")
+        self.settings = settings
+        self.catalogue = catalogue
+        self.metrics = metrics
+        self.limits = Limits(
+            settings.max_payload_bytes, settings.max_skew_s, settings.horizon_s, settings.strict
+        )
+        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=settings.queue_size)
+        self.session = Session(settings, self.inbox)
+        self._writer: Writer | None = None
+        self._last_log = time.monotonic()
+
+    # -- database ---------------------------------------------------------------------------
+
+    def _connect(self, stop: threading.Event) -> Writer | None:
+        delay = 0.2
+        url = self.settings.database_url
+        assert url is not None
+        while True:
+            try:
+                conn = db.connect(url, application="pusat-ingest")
+            except psycopg.OperationalError as e:
+                log.warning("database unavailable (%s); retrying in %.1fs", e, delay)
+                if stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._writer is None:
+                self._writer = Writer(conn)
+            else:
+                self._writer.reconnect(conn)
+            return self._writer
+
+    def _write(self, acc: Accumulator, stop: threading.Event) -> bool:
+        """Write until committed; False when stopped before the batch could be committed."""
+        delay = 0.2
+        while True:
+            writer = self._writer if self._writer and not self._writer.conn.closed else None
+            writer = writer or self._connect(stop)
+            if writer is None:
+                return False
+            try:
+                batch = acc.finish(writer.provisioned_sensors, time.time())
+                t0 = time.perf_counter()
+                result = writer.write(batch)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self.metrics.db_errors.inc()
+                log.warning("batch not written (%s); retrying in %.1fs", e, delay)
+                writer.conn.close()
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+                continue
+            except psycopg.DatabaseError as e:
+                # Not an outage but data the database refused: keep every message of the batch in
+                # quarantine rather than retrying forever or dropping it.
+                self.metrics.db_errors.inc()
+                log.error("database refused a batch, quarantining its messages: %s", e)
+                writer.conn.rollback()
+                batch = self._refused(acc, str(e))
+                t0 = time.perf_counter()
+                result = writer.write(batch)
+            self._account(batch, result.stored, result.duplicates, time.perf_counter() - t0)
+            return True
+
+    def _refused(self, acc: Accumulator, error: str) -> Batch:
+        rows = [
+            quarantine_row(m, None, Rejection(STORE_ERROR, f"database refused the batch: {error}"))
+            for m in acc.messages
+        ]
+        empty = Readings([], [], [], [], np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
+        return Batch(readings=empty, quarantine=rows)
+
+    def _account(self, batch: Batch, stored: int, duplicates: int, seconds: float) -> None:
+        m = self.metrics
+        m.batches.inc()
+        m.stored.inc(stored)
+        m.duplicates.inc(duplicates)
+        m.commit_seconds.observe(seconds)
+        for q in batch.quarantine:
+            m.quarantined.labels(q.reason).inc()
+        if len(batch.readings):
+            lag = time.time() - batch.readings.ts_us / 1e6
+            m.lag_p50.set(float(np.median(lag)))
+            m.lag_max.set(float(lag.max()))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _collect(self, stop: threading.Event, max_messages: int | None = None) -> Accumulator:
+        """Messages until the batch is full or its time is up (the clock starts at the first)."""
+        s = self.settings
+        acc = Accumulator(s.topic_root, self.catalogue, self.limits)
+        deadline: float | None = None
+        while acc.readings < s.batch_size and len(acc.messages) != max_messages:
+            timeout = 0.1 if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                m = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                if deadline is None and stop.is_set():
+                    break
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + s.batch_ms / 1000
+            before = acc.readings
+            acc.add(m)
+            self.metrics.messages.labels(m.topic.rsplit("/", 1)[-1]).inc()
+            self.metrics.received.inc(acc.readings - before)
+        return acc
+
+    def _commit(self, acc: Accumulator, stop: threading.Event) -> bool:
+        if not acc.messages:
+            return True
+        if not self._write(acc, stop):
+            return False  # stopped during an outage: nothing acked, the broker keeps it all
+        self.session.ack(acc.messages)
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set; then drain what was received, commit, ack and disconnect.
+
+        Messages that arrive after the stop are left unacknowledged: the broker keeps them for
+        the next start of this worker (or another member of its group).
+        """
+        self.session.start()
+        try:
+            while not stop.is_set():
+                if not self._commit(self._collect(stop), stop):
+                    return
+                self.metrics.queue_depth.set(self.inbox.qsize())
+                self._maybe_log()
+            remaining = self.inbox.qsize()
+            while remaining > 0:
+                acc = self._collect(stop, max_messages=remaining)
+                remaining -= len(acc.messages)
+                if not acc.messages or not self._commit(acc, stop):
+                    return
+        finally:
+            self.session.stop()
+            if self._writer is not None:
+                self._writer.conn.close()
+            log.info("ingest stopped: %s", self.metrics.summary())
+
+    def _maybe_log(self) -> None:
+        now = time.monotonic()
+        if now - self._last_log >= self.settings.log_every_s:
+            self._last_log = now
+            log.info("ingest: %s", self.metrics.summary())

@@ -1,0 +1,3 @@
+from pusat.cli import main
+
+main()

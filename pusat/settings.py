@@ -1,0 +1,97 @@
+"""The one settings object: read once at the entry point from PUSAT_* variables, passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MqttTarget(BaseModel):
+    """A broker address parsed from PUSAT_MQTT_URL (mqtt:// or mqtts://)."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> MqttTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"PUSAT_MQTT_URL must start with mqtt:// or mqtts://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"PUSAT_MQTT_URL has no host: {url!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+class Settings(BaseSettings):
+    """Every knob of Pusat. Environment variables are the field names with the prefix PUSAT_."""
+
+    model_config = SettingsConfigDict(env_prefix="PUSAT_", frozen=True, extra="forbid")
+
+    database_url: str | None = Field(
+        None, description="PostgreSQL/TimescaleDB URL; unset: the embedded database in PUSAT_HOME"
+    )
+    mqtt_url: str | None = Field(
+        None, description="mqtt://user:pass@host:port (mqtts:// for TLS); unset: embedded broker"
+    )
+    home: Path = Field(Path(".pusat"), description="where embedded services keep their data")
+    rules: Path | None = Field(None, description="TOML file of alert rules overriding defaults")
+    anonymous_read: bool = Field(False, description="reads need no token (public walls)")
+    topic_root: str = Field("pusat/v1", description="MQTT topic root")
+    strict: bool = Field(
+        False,
+        description="quarantine readings of unknown sensors and quantities instead of storing",
+    )
+    batch_size: int = Field(5000, ge=1, description="readings per ingest batch (at most)")
+    batch_ms: int = Field(200, ge=1, description="longest wait before a partial batch is written")
+    queue_size: int = Field(
+        50000, ge=100, description="messages buffered between the MQTT callback and the worker"
+    )
+    receive_maximum: int = Field(
+        20000, ge=1, le=65535, description="unacknowledged QoS 1 messages the broker may send us"
+    )
+    max_payload_bytes: int = Field(256 * 1024, ge=64, description="larger messages are quarantined")
+    max_skew_s: float = Field(300.0, ge=0, description="accepted clock skew into the future")
+    horizon_s: float = Field(
+        90 * 86400.0, gt=0, description="readings older than this are rejected as bad_time"
+    )
+    client_id: str = Field("pusat-ingest", description="MQTT client id of an ingest worker")
+    group: str | None = Field(None, description="shared-subscription group for scaled-out ingest")
+    session_expiry_s: int = Field(
+        86400, ge=0, description="how long the broker keeps a worker's session while it is away"
+    )
+    log_every_s: float = Field(10.0, gt=0, description="how often ingest logs its counters")
+    metrics_port: int | None = Field(None, description="serve ingest Prometheus metrics here")
+
+    @field_validator("topic_root")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/"):
+            raise ValueError(
+                "topic_root must be a plain topic prefix without wildcards or edge '/'"
+            )
+        return v
+
+    def mqtt(self) -> MqttTarget:
+        if self.mqtt_url is None:
+            raise ValueError("no broker configured: set PUSAT_MQTT_URL or run `pusat up`")
+        return MqttTarget.parse(self.mqtt_url)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (CLI flags override the environment)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return type(self)(**{**self.model_dump(), **given})

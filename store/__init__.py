@@ -1,0 +1,1 @@
+"""The store: SQL and nothing else. Migrations, tier detection and the batch writer."""

@@ -1,0 +1,290 @@
+"""The batch writer: one transaction per batch, readings by binary COPY, stored once.
+
+Readings are copied into a per-connection staging table and moved into `reading_data` with
+ON CONFLICT DO NOTHING, so a reading that arrives twice (a redelivery, a replay, a gateway retry)
+is stored once and counted as a duplicate. `latest` only moves forward in event time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from store import copybin
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    received_at: float  # Unix seconds
+    topic: str
+    gateway: str | None
+    reason: str
+    detail: str
+    record: int | None
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SensorMeta:
+    sensor_id: str
+    gateway: str | None
+    domain: str | None = None
+    district: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    name: str | None = None
+    quantities: tuple[str, ...] = ()
+    units: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    gateway: str
+    status: str  # online | offline
+    at: float  # Unix seconds
+
+
+@dataclass
+class Readings:
+    """Valid readings in canonical units, columnar. ``series`` is filled by the writer."""
+
+    sensor: list[str]
+    quantity: list[str]
+    unit: list[str | None]
+    gateway: list[str | None]
+    ts_us: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    received_us: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.sensor)
+
+
+@dataclass
+class Batch:
+    readings: Readings
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    sensors: list[SensorMeta] = field(default_factory=list)
+    statuses: list[GatewayStatus] = field(default_factory=list)
+    gateways_seen: dict[str, float] = field(default_factory=dict)  # gateway -> last message time
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: int
+    duplicates: int
+    quarantined: int
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def encode_payload(payload: bytes) -> tuple[str, str]:
+    """Text when the payload is UTF-8 without NUL (PostgreSQL text cannot hold NUL), else base64."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+    if "\x00" in text:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+    return text, "utf8"
+
+
+class Writer:
+    """Writes batches through one connection. Not thread-safe: one writer per worker thread.
+
+    Caches (sensor, quantity) -> series id and the set of provisioned sensors; both only grow,
+    and entries are added only after the rows behind them are committed.
+    """
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self._series: dict[tuple[str, str], int] = {}
+        self._provisioned: set[str] = set()
+        self._staging_ready = False
+
+    def reconnect(self, conn: Conn) -> None:
+        """Carry on over a new connection; the caches stay valid (they hold committed rows)."""
+        self.conn = conn
+        self._staging_ready = False
+
+    # -- sensors and series ----------------------------------------------------------------
+
+    def provisioned_sensors(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are provisioned (by a `meta` message or the API)."""
+        wanted = set(ids)
+        missing = wanted - self._provisioned
+        if missing:
+            with self.conn.transaction():
+                rows = self.conn.execute(
+                    "SELECT sensor_id FROM sensors WHERE provisioned AND sensor_id = ANY(%s)",
+                    (list(missing),),
+                ).fetchall()
+            self._provisioned.update(r[0] for r in rows)
+        return wanted & self._provisioned
+
+    def series_ids(self, r: Readings) -> npt.NDArray[np.int32]:
+        """Series id per reading, registering unknown sensors (unprovisioned) and series.
+
+        New series are committed in their own short transaction before the batch, so the cache
+        never holds an id whose row was rolled back.
+        """
+        keys = list(zip(r.sensor, r.quantity, strict=True))
+        cache = self._series
+        new = {k: i for i, k in enumerate(keys) if k not in cache}
+        if new:
+            self._register([(k[0], k[1], r.unit[i], r.gateway[i]) for k, i in new.items()])
+        return np.fromiter((cache[k] for k in keys), dtype=np.int32, count=len(keys))
+
+    def _register(self, rows: Sequence[tuple[str, str, str | None, str | None]]) -> None:
+        sensors = sorted({(s, g) for s, _, _, g in rows})
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO sensors (sensor_id, gateway_id) VALUES (%s, %s)"
+                " ON CONFLICT (sensor_id) DO NOTHING",
+                sensors,
+            )
+            cur.executemany(
+                "INSERT INTO series (sensor_id, quantity, unit) VALUES (%s, %s, %s)"
+                " ON CONFLICT (sensor_id, quantity) DO NOTHING",
+                [(s, q, u) for s, q, u, _ in rows],
+            )
+            found = cur.execute(
+                "SELECT s.sensor_id, s.quantity, s.series_id FROM series s"
+                " JOIN unnest(%s::text[], %s::text[]) AS k(sensor_id, quantity)"
+                " USING (sensor_id, quantity)",
+                ([s for s, _, _, _ in rows], [q for _, q, _, _ in rows]),
+            ).fetchall()
+        for sensor, quantity, sid in found:
+            self._series[(sensor, quantity)] = sid
+
+    # -- the batch ----------------------------------------------------------------------------
+
+    def _ensure_staging(self) -> None:
+        if not self._staging_ready:
+            with self.conn.transaction():
+                self.conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS staging_readings ("
+                    " series_id integer, ts timestamptz, value double precision,"
+                    " received_at timestamptz) ON COMMIT DELETE ROWS"
+                )
+            self._staging_ready = True
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Write the whole batch in one transaction; on any error nothing of it is kept."""
+        self._ensure_staging()
+        r = batch.readings
+        series = self.series_ids(r) if len(r) else np.empty(0, dtype=np.int32)
+        stored = 0
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            if batch.sensors:
+                self._upsert_sensors(cur, batch.sensors)
+            if len(r):
+                with cur.copy(
+                    "COPY staging_readings (series_id, ts, value, received_at)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as cp:
+                    cp.write(copybin.readings(series, r.ts_us, r.value, r.received_us))
+                cur.execute(
+                    "INSERT INTO reading_data (ts, series_id, value, received_at)"
+                    " SELECT ts, series_id, value, received_at FROM staging_readings"
+                    " ON CONFLICT DO NOTHING"
+                )
+                stored = cur.rowcount
+                cur.execute(
+                    "INSERT INTO latest_data (series_id, ts, value, received_at)"
+                    " SELECT DISTINCT ON (series_id) series_id, ts, value, received_at"
+                    " FROM staging_readings ORDER BY series_id, ts DESC"
+                    " ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts,"
+                    " value = excluded.value, received_at = excluded.received_at"
+                    " WHERE excluded.ts > latest_data.ts"
+                )
+            if batch.quarantine:
+                self._quarantine(cur, batch.quarantine)
+            if batch.statuses or batch.gateways_seen:
+                self._gateways(cur, batch.statuses, batch.gateways_seen)
+        self._provisioned.update(m.sensor_id for m in batch.sensors)
+        return WriteResult(
+            stored=stored, duplicates=len(r) - stored, quarantined=len(batch.quarantine)
+        )
+
+    @staticmethod
+    def _upsert_sensors(cur: psycopg.Cursor[Any], metas: list[SensorMeta]) -> None:
+        cur.executemany(
+            "INSERT INTO sensors (sensor_id, gateway_id, domain, district, lat, lon, name,"
+            " quantities, units, attributes, provisioned)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)"
+            " ON CONFLICT (sensor_id) DO UPDATE SET gateway_id = excluded.gateway_id,"
+            " domain = excluded.domain, district = excluded.district, lat = excluded.lat,"
+            " lon = excluded.lon, name = excluded.name, quantities = excluded.quantities,"
+            " units = excluded.units, attributes = excluded.attributes, provisioned = true,"
+            " updated_at = now()",
+            [
+                (
+                    m.sensor_id,
+                    m.gateway,
+                    m.domain,
+                    m.district,
+                    m.lat,
+                    m.lon,
+                    m.name,
+                    list(m.quantities),
+                    json.dumps(m.units),
+                    json.dumps(m.attributes),
+                )
+                for m in metas
+            ],
+        )
+
+    @staticmethod
+    def _quarantine(cur: psycopg.Cursor[Any], rows: list[QuarantineRow]) -> None:
+        with cur.copy(
+            "COPY quarantine (received_at, topic, gateway_id, reason, detail, record, payload,"
+            " payload_encoding) FROM STDIN"
+        ) as cp:
+            for q in rows:
+                text, encoding = encode_payload(q.payload)
+                cp.write_row(
+                    (
+                        _ts(q.received_at),
+                        q.topic,
+                        q.gateway,
+                        q.reason,
+                        q.detail,
+                        q.record,
+                        text,
+                        encoding,
+                    )
+                )
+
+    @staticmethod
+    def _gateways(
+        cur: psycopg.Cursor[Any], statuses: list[GatewayStatus], seen: dict[str, float]
+    ) -> None:
+        if seen:
+            cur.executemany(
+                "INSERT INTO gateways (gateway_id, last_seen) VALUES (%s, %s)"
+                " ON CONFLICT (gateway_id) DO UPDATE SET last_seen ="
+                " greatest(gateways.last_seen, excluded.last_seen)",
+                [(g, _ts(t)) for g, t in sorted(seen.items())],
+            )
+        if statuses:
+            cur.executemany(
+                "INSERT INTO gateways (gateway_id, status, status_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (gateway_id) DO UPDATE SET status = excluded.status,"
+                " status_at = excluded.status_at"
+                " WHERE gateways.status_at IS NULL OR excluded.status_at >= gateways.status_at",
+                [(s.gateway, s.status, _ts(s.at)) for s in statuses],
+            )

@@ -1,0 +1,116 @@
+"""Real services for the tests: a throwaway PostgreSQL and Mosquitto started by the suite.
+
+Each test gets a fresh database cloned from a migrated template, a unique MQTT topic root and a
+unique client id, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from pusat.embedded.broker import Broker, start_broker
+
+from ingest.metrics import IngestMetrics
+from ingest.worker import Worker
+from processing import catalogue
+from pusat.embedded.postgres import Postgres, start_postgres
+from pusat.settings import Settings
+from store import migrate
+from tests.helpers import Publisher
+
+TEMPLATE = "pusat_template"
+
+
+def with_dbname(url: str, name: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = start_postgres(tmp_path_factory.mktemp("pg") / "data", durable=False)
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    with psycopg.connect(with_dbname(server.url, TEMPLATE)) as conn:
+        migrate.upgrade(conn)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_url(pg: Postgres) -> Iterator[str]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE)
+            )
+        )
+    yield with_dbname(pg.url, name)
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = start_broker(tmp_path_factory.mktemp("mqtt"))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def topic_root() -> str:
+    return f"t{uuid.uuid4().hex[:10]}/v1"
+
+
+@pytest.fixture
+def settings(database_url: str, broker: Broker, topic_root: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        mqtt_url=broker.url,
+        topic_root=topic_root,
+        client_id=f"pusat-test-{uuid.uuid4().hex[:8]}",
+        batch_ms=50,
+        home=tmp_path / "home",
+    )
+
+
+class RunningWorker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics()
+        self.worker = Worker(settings, catalogue.load(), self.metrics)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop_event,), daemon=True)
+
+    def start(self) -> RunningWorker:
+        self.thread.start()
+        assert self.worker.session.subscribed.wait(10), "worker did not subscribe"
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "worker did not stop"
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[RunningWorker]:
+    w = RunningWorker(settings).start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def publisher(broker: Broker) -> Iterator[Publisher]:
+    parts = urlsplit(broker.url)
+    assert parts.hostname and parts.port
+    p = Publisher(parts.hostname, parts.port)
+    yield p
+    p.close()

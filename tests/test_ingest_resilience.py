@@ -1,0 +1,183 @@
+"""Nothing is lost: a worker killed with SIGKILL mid-stream, a database outage, a SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pusat.embedded.ports import free_port
+from pusat.embedded.postgres import Postgres, start_postgres
+from pusat.settings import Settings
+from store import migrate
+from tests.conftest import RunningWorker
+from tests.helpers import Publisher, scalar, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def stream(root: str, n: int, t0: float) -> list[tuple[str, bytes]]:
+    """n one-reading messages from 50 sensors, each with its own event time."""
+    return [
+        (
+            f"{root}/gw-{i % 5}/json",
+            json.dumps(
+                {"sensor": f"K-{i % 50}", "ts": t0 + i * 0.001, "values": {"flow": i % 2000}}
+            ).encode(),
+        )
+        for i in range(n)
+    ]
+
+
+def count(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM reading_data"))
+
+
+def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PUSAT_DATABASE_URL": settings.database_url or "",
+        "PUSAT_MQTT_URL": settings.mqtt_url or "",
+        "PUSAT_TOPIC_ROOT": settings.topic_root,
+        "PUSAT_CLIENT_ID": settings.client_id,
+        "PUSAT_HOME": str(settings.home),
+        "PUSAT_BATCH_MS": "100",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def probe(publisher: Publisher, settings: Settings, url: str, name: str) -> None:
+    """Publish until one reading lands: proves the worker is subscribed (retrying is needed since
+    a fresh session only receives what is published after its subscription)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        publisher.publish(
+            f"{settings.topic_root}/probe/json",
+            json.dumps({"sensor": name, "values": {"flow": 1}}),
+            qos=0,
+        )
+        try:
+            wait_for(
+                lambda: scalar(url, "SELECT count(*) FROM sensors WHERE sensor_id = %s", (name,)),
+                timeout=1,
+            )
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("worker never stored the probe")
+
+
+def test_kill_9_mid_stream_then_restart_stores_every_reading_once(
+    settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    url = settings.database_url
+    assert url
+    log = tmp_path / "worker.log"
+    proc = spawn_worker(settings, log)
+    try:
+        probe(publisher, settings, url, "PROBE-1")
+        base = count(url)
+        n = 30000
+        messages = stream(settings.topic_root, n, time.time() - 3600)
+        sender = threading.Thread(target=publisher.publish_many, args=(messages,))
+        sender.start()
+        wait_for(lambda: count(url) - base > 3000, timeout=60, what="some of the stream stored")
+        proc.kill()  # SIGKILL: no drain, no goodbye
+        proc.wait(10)
+        killed_at = count(url) - base
+        sender.join(120)
+        assert not sender.is_alive()
+        assert killed_at < n, "the worker must be killed mid-stream for this test to mean anything"
+        proc = spawn_worker(settings, log)  # same client id: the broker resumes the session
+        wait_for(
+            lambda: count(url) - base >= n,
+            timeout=120,
+            interval=0.2,
+            what=f"all {n} readings after the restart (log: {log})",
+        )
+        assert count(url) - base == n
+        keys = scalar(url, "SELECT count(DISTINCT (series_id, ts)) FROM reading_data")
+        assert keys == n + base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+
+
+@pytest.fixture
+def own_pg(tmp_path: Path) -> Iterator[Postgres]:
+    server = start_postgres(tmp_path / "own-pg" / "data", free_port(), durable=False)
+    yield server
+    server.stop()
+
+
+def test_database_outage_loses_nothing(
+    own_pg: Postgres, settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    with psycopg.connect(own_pg.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("outage")))
+    url = psycopg.conninfo.make_conninfo(own_pg.url, dbname="outage")
+    with psycopg.connect(url) as conn:
+        migrate.upgrade(conn)
+    s = settings.with_(database_url=url)
+    w = RunningWorker(s).start()
+    try:
+        n = 6000
+        messages = stream(s.topic_root, n, time.time() - 3600)
+        publisher.publish_many(messages[:2000])
+        wait_for(lambda: count(url) == 2000, what="first part stored")
+        own_pg.stop()
+        publisher.publish_many(messages[2000:])  # published while the database is down
+        wait_for(
+            lambda: w.metrics.value("pusat_ingest_db_errors_total") > 0,
+            what="the worker noticing the outage",
+        )
+        time.sleep(3)  # the outage lasts a few seconds, on purpose
+        restarted = start_postgres(own_pg.data_dir, own_pg.port, durable=False)
+        try:
+            wait_for(lambda: count(url) == n, timeout=60, what="everything after the outage")
+            assert w.metrics.value("pusat_ingest_readings_stored_total") == n
+        finally:
+            w.stop()
+            restarted.stop()
+    finally:
+        if w.thread.is_alive():
+            w.stop()
+
+
+def test_sigterm_drains_commits_and_exits(
+    settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    url = settings.database_url
+    assert url
+    log = tmp_path / "worker.log"
+    proc = spawn_worker(settings, log)
+    probe(publisher, settings, url, "PROBE-2")
+    base = count(url)
+    n = 5000
+    publisher.publish_many(stream(settings.topic_root, n, time.time() - 60))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()
+    assert "ingest stopped" in log.read_text()
+    # whatever was not committed before the exit is still at the broker: a restart finishes it
+    proc = spawn_worker(settings, log)
+    try:
+        probe(publisher, settings, url, "PROBE-3")  # the restarted worker is up (handlers set)
+        wait_for(lambda: count(url) - base - 1 == n, timeout=60, what="the rest after restart")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

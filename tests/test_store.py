@@ -1,0 +1,123 @@
+"""The store on a real PostgreSQL: migrations, tier, public surface, stored-once writes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import psycopg
+import pytest
+
+from store import migrate, tier
+from store.writer import Batch, QuarantineRow, Readings, SensorMeta, Writer
+from tests.helpers import rows, scalar
+
+PUBLIC = {
+    "sensors": {"sensor_id", "domain", "district", "lat", "lon"},
+    "readings": {"ts", "sensor_id", "quantity", "value"},
+    "latest": {"sensor_id", "quantity", "ts", "value"},
+    "quarantine": {"received_at", "topic", "reason", "payload"},
+}
+
+
+def readings(items: list[tuple[str, str, float, float]]) -> Readings:
+    now = time.time()
+    return Readings(
+        sensor=[s for s, _, _, _ in items],
+        quantity=[q for _, q, _, _ in items],
+        unit=[None] * len(items),
+        gateway=["gw"] * len(items),
+        ts_us=np.array([round(t * 1e6) for _, _, t, _ in items], dtype=np.int64),
+        value=np.array([v for _, _, _, v in items], dtype=np.float64),
+        received_us=np.full(len(items), round(now * 1e6), dtype=np.int64),
+    )
+
+
+def test_migrations_are_recorded_and_safe_to_repeat(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        assert migrate.upgrade(conn) == []  # the template already holds them all
+        assert migrate.current(conn) == migrate.available()[-1].version
+    versions = [r[0] for r in rows(database_url, "SELECT version FROM schema_migrations")]
+    assert versions == [m.version for m in migrate.available()]
+
+
+def test_fresh_database_upgrades_from_nothing(pg: object, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    with psycopg.connect(database_url) as conn:
+        assert migrate.current(conn) is None
+        applied = migrate.upgrade(conn)
+        assert [m.version for m in applied] == [m.version for m in migrate.available()]
+        assert migrate.upgrade(conn) == []
+
+
+def test_tier_is_plain_postgresql(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        t = tier.detect(conn)
+    assert t.name == tier.POSTGRESQL
+    assert t.bucket_function == "date_bin"
+    assert t.timescaledb_version is None
+
+
+@pytest.mark.parametrize("relation", sorted(PUBLIC))
+def test_public_sql_surface(database_url: str, relation: str) -> None:
+    cols = {
+        r[0]
+        for r in rows(
+            database_url,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+            (relation,),
+        )
+    }
+    assert PUBLIC[relation] <= cols
+
+
+def test_same_reading_twice_is_stored_once(database_url: str) -> None:
+    t0 = time.time() - 60
+    batch = Batch(readings([("S1", "pm25", t0, 10.0), ("S1", "pm25", t0 + 1, 11.0)]))
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        first = w.write(batch)
+        second = w.write(batch)
+        # the same key inside one batch counts once too
+        third = w.write(Batch(readings([("S1", "pm25", t0 + 2, 1.0), ("S1", "pm25", t0 + 2, 1.0)])))
+    assert (first.stored, first.duplicates) == (2, 0)
+    assert (second.stored, second.duplicates) == (0, 2)
+    assert (third.stored, third.duplicates) == (1, 1)
+    assert scalar(database_url, "SELECT count(*) FROM readings") == 3
+    # an unknown sensor is registered, unprovisioned
+    assert rows(database_url, "SELECT sensor_id, provisioned FROM sensors") == [("S1", False)]
+
+
+def test_latest_moves_only_forward_in_event_time(database_url: str) -> None:
+    t0 = time.time() - 600
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        w.write(Batch(readings([("S1", "speed", t0 + 10, 50.0), ("S1", "speed", t0 + 5, 40.0)])))
+        w.write(Batch(readings([("S1", "speed", t0, 30.0)])))  # late
+    got = rows(database_url, "SELECT value, extract(epoch FROM ts)::float FROM latest")
+    assert got == [(50.0, pytest.approx(t0 + 10, abs=1e-5))]
+    assert scalar(database_url, "SELECT count(*) FROM readings") == 3  # late data still in history
+
+
+def test_quarantine_keeps_binary_payloads_and_meta_provisions(database_url: str) -> None:
+    raw = b"\x00\xffnot text"
+    batch = Batch(
+        readings([]),
+        quarantine=[
+            QuarantineRow(
+                time.time(), "pusat/v1/gw/senml", "gw", "malformed_json", "not JSON", None, raw
+            )
+        ],
+        sensors=[SensorMeta("AQ-1", "gw", "air", "Presint 1", 2.93, 101.69, quantities=("pm25",))],
+    )
+    with psycopg.connect(database_url) as conn:
+        Writer(conn).write(batch)
+    ((payload, encoding),) = rows(database_url, "SELECT payload, payload_encoding FROM quarantine")
+    import base64
+
+    assert encoding == "base64" and base64.b64decode(payload) == raw
+    assert rows(database_url, "SELECT district, provisioned, quantities FROM sensors") == [
+        ("Presint 1", True, ["pm25"])
+    ]
