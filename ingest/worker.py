@@ -43,6 +43,7 @@ class Worker:
         self.session = Session(settings, self.inbox)
         self._writer: Writer | None = None
         self._last_log = time.monotonic()
+        self.failed: BaseException | None = None  # what ended run() early, for whoever waits
 
     # -- database ---------------------------------------------------------------------------
 
@@ -159,22 +160,28 @@ class Worker:
         """
         self.session.start()
         try:
-            while not stop.is_set():
-                if not self._commit(self._collect(stop), stop):
-                    return
-                self.metrics.queue_depth.set(self.inbox.qsize())
-                self._maybe_log()
-            remaining = self.inbox.qsize()
-            while remaining > 0:
-                acc = self._collect(stop, max_messages=remaining)
-                remaining -= len(acc.messages)
-                if not acc.messages or not self._commit(acc, stop):
-                    return
+            self._loop(stop)
+        except BaseException as e:
+            self.failed = e  # kept for the thread's owner, then raised as usual
+            raise
         finally:
             self.session.stop()
             if self._writer is not None:
                 self._writer.conn.close()
             log.info("ingest stopped: %s", self.metrics.summary())
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if not self._commit(self._collect(stop), stop):
+                return
+            self.metrics.queue_depth.set(self.inbox.qsize())
+            self._maybe_log()
+        remaining = self.inbox.qsize()
+        while remaining > 0:
+            acc = self._collect(stop, max_messages=remaining)
+            remaining -= len(acc.messages)
+            if not acc.messages or not self._commit(acc, stop):
+                return
 
     def _maybe_log(self) -> None:
         now = time.monotonic()

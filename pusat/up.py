@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 from rich.console import Console
 from rich.live import Live
@@ -50,7 +49,7 @@ def _ensure_database(admin_url: str) -> str:
         ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-    return psycopg.conninfo.make_conninfo(admin_url, dbname=DATABASE_NAME)
+    return db.with_database(admin_url, DATABASE_NAME)
 
 
 @contextlib.contextmanager
@@ -75,8 +74,6 @@ def services(settings: Settings, console: Console) -> Iterator[Settings]:
             )
             mqtt_url = broker.url
             console.print(f"  broker ({broker.kind}): {mqtt_url}")
-        runtime.save(home, runtime.State(database_url, mqtt_url, os.getpid()))
-        stack.callback(runtime.clear, home)
         yield settings.with_(database_url=database_url, mqtt_url=mqtt_url, home=Path(home))
 
 
@@ -99,19 +96,33 @@ def run(settings: Settings, stop: threading.Event) -> None:
         worker = Worker(s, catalogue.load(), metrics)
         thread = threading.Thread(target=worker.run, args=(stop,), name="ingest", daemon=True)
         thread.start()
-        console.print(
-            f"publish readings to {s.mqtt_url} under {s.topic_root}/<gateway>/senml|json|sdm"
-        )
-        console.print("Ctrl-C stops everything.")
-        started = time.monotonic()
-        last_stored, last_t = 0.0, started
-        with Live(console=console, refresh_per_second=2, transient=True) as live:
-            while not stop.wait(1.0) and thread.is_alive():
-                now = time.monotonic()
-                stored = metrics.value("pusat_ingest_readings_stored_total")
-                rate = (stored - last_stored) / (now - last_t)
-                last_stored, last_t = stored, now
-                live.update(_status(metrics, started, rate))
-        stop.set()
-        thread.join()
+        try:
+            # Announce the running centre (other commands find it through PUSAT_HOME) once
+            # ingest listens, so whoever reads the state can publish straight away.
+            worker.session.subscribed.wait(30)
+            runtime.save(s.home, runtime.State(s.database_url, s.mqtt_url, os.getpid()))
+            console.print(f"publish readings to {s.mqtt_url} under {s.topic_root}/<gateway>/<kind>")
+            console.print("Ctrl-C stops everything.")
+            _watch(console, metrics, thread, stop)
+        finally:
+            stop.set()
+            thread.join()
+            runtime.clear(s.home)
         console.print("stopped: " + metrics.summary())
+        if worker.failed is not None:
+            raise SystemExit(f"error: ingest stopped on an error: {worker.failed}")
+
+
+def _watch(
+    console: Console, metrics: IngestMetrics, thread: threading.Thread, stop: threading.Event
+) -> None:
+    """A live status line until stopped (or until ingest ends by itself, which is an error)."""
+    started = time.monotonic()
+    last_stored, last_t = 0.0, started
+    with Live(console=console, refresh_per_second=2, transient=True) as live:
+        while not stop.wait(1.0) and thread.is_alive():
+            now = time.monotonic()
+            stored = metrics.value("pusat_ingest_readings_stored_total")
+            rate = (stored - last_stored) / (now - last_t)
+            last_stored, last_t = stored, now
+            live.update(_status(metrics, started, rate))

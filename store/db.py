@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server, another database; keeps the URL form when given a URL."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        return urlunsplit(parts._replace(path="/" + quote(name)))
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
 def connect(

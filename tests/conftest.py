@@ -15,21 +15,17 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from psycopg import sql
-from pusat.embedded.broker import Broker, start_broker
 
 from ingest.metrics import IngestMetrics
 from ingest.worker import Worker
 from processing import catalogue
+from pusat.embedded.broker import Broker, start_broker
 from pusat.embedded.postgres import Postgres, start_postgres
 from pusat.settings import Settings
-from store import migrate
+from store import db, migrate
 from tests.helpers import Publisher
 
 TEMPLATE = "pusat_template"
-
-
-def with_dbname(url: str, name: str) -> str:
-    return psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +33,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     server = start_postgres(tmp_path_factory.mktemp("pg") / "data", durable=False)
     with psycopg.connect(server.url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    with psycopg.connect(with_dbname(server.url, TEMPLATE)) as conn:
+    with psycopg.connect(db.with_database(server.url, TEMPLATE)) as conn:
         migrate.upgrade(conn)
     yield server
     server.stop()
@@ -52,7 +48,7 @@ def database_url(pg: Postgres) -> Iterator[str]:
                 sql.Identifier(name), sql.Identifier(TEMPLATE)
             )
         )
-    yield with_dbname(pg.url, name)
+    yield db.with_database(pg.url, name)
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 

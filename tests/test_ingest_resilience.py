@@ -19,7 +19,7 @@ from psycopg import sql
 from pusat.embedded.ports import free_port
 from pusat.embedded.postgres import Postgres, start_postgres
 from pusat.settings import Settings
-from store import migrate
+from store import db, migrate
 from tests.conftest import RunningWorker
 from tests.helpers import Publisher, scalar, wait_for
 
@@ -130,7 +130,7 @@ def test_database_outage_loses_nothing(
 ) -> None:
     with psycopg.connect(own_pg.url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("outage")))
-    url = psycopg.conninfo.make_conninfo(own_pg.url, dbname="outage")
+    url = db.with_database(own_pg.url, "outage")
     with psycopg.connect(url) as conn:
         migrate.upgrade(conn)
     s = settings.with_(database_url=url)

@@ -1,0 +1,135 @@
+"""The command line: documented, clear errors, and `pusat up` running the centre for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import typer
+
+from pusat.cli import app
+from pusat.settings import Settings
+from tests.helpers import Publisher, scalar, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text("utf-8")
+
+
+def command_paths(cmd: object, prefix: str = "pusat") -> list[str]:
+    subs = getattr(cmd, "commands", None)  # a group of commands (typer's click-like API)
+    if subs:
+        return [p for name, sub in subs.items() for p in command_paths(sub, f"{prefix} {name}")]
+    return [prefix]
+
+
+def env_without_pusat(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSAT_")}
+    env.update(extra)
+    return env
+
+
+def test_every_command_is_documented_with_help() -> None:
+    paths = command_paths(typer.main.get_command(app))
+    assert {"pusat up", "pusat db upgrade", "pusat ingest"} <= set(paths)
+    for path in paths:
+        assert f"`{path}" in README, f"{path} is missing from the README"
+        out = subprocess.run(
+            [sys.executable, "-m", "pusat", *path.split()[1:], "--help"],
+            capture_output=True,
+            text=True,
+            env=env_without_pusat(),
+        )
+        assert out.returncode == 0 and "Usage" in out.stdout, (path, out.stderr)
+
+
+def test_every_setting_is_documented() -> None:
+    for name in Settings.model_fields:
+        assert f"`PUSAT_{name.upper()}`" in README, name
+
+
+def test_commands_without_a_database_say_what_to_do(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pusat", "ingest"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env_without_pusat(),
+    )
+    assert out.returncode == 2
+    assert "PUSAT_DATABASE_URL" in out.stderr
+
+
+def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pusat", "db", "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env_without_pusat(PUSAT_MQTT_URL="http://nope", PUSAT_BATCH_SIZE="0"),
+    )
+    assert out.returncode == 2
+    assert "batch_size" in out.stderr
+
+
+def test_db_upgrade_is_safe_to_repeat(database_url: str, tmp_path: Path) -> None:
+    env = env_without_pusat(PUSAT_DATABASE_URL=database_url)
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "pusat", "db", "upgrade"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "up to date" in out.stdout and "postgresql" in out.stdout
+
+
+@pytest.mark.slow
+def test_pusat_up_runs_the_centre_and_stops_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pusat", "up"],
+        cwd=tmp_path,
+        env=env_without_pusat(PUSAT_HOME=str(home), PUSAT_BATCH_MS="50"),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        state_file = home / "state.json"
+        wait_for(state_file.exists, timeout=60, what=f"pusat up to start ({log})")
+        state = json.loads(state_file.read_text())
+        mqtt = urlsplit(state["mqtt_url"])
+        assert mqtt.hostname and mqtt.port
+        pub = Publisher(mqtt.hostname, mqtt.port)
+        try:
+
+            def landed() -> bool:
+                pub.publish(
+                    "pusat/v1/gw-up/json", json.dumps({"sensor": "UP-1", "values": {"pm25": 9.5}})
+                )
+                return bool(
+                    scalar(
+                        state["database_url"],
+                        "SELECT count(*) FROM readings WHERE sensor_id = 'UP-1'",
+                    )
+                )
+
+            # the worker subscribes just after start: publish until a reading lands
+            wait_for(landed, timeout=30, interval=0.5, what="a reading through pusat up")
+        finally:
+            pub.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+        assert not state_file.exists()
+        assert "stopped:" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
