@@ -13,9 +13,16 @@ class Topic(NamedTuple):
 
 
 def subscriptions(root: str, group: str | None) -> list[str]:
-    """What a worker subscribes to; a shared-subscription group splits the load between workers."""
+    """What a worker subscribes to; a shared-subscription group splits the load between workers.
+
+    Brokers send no retained messages to shared subscriptions (MQTT 5, 4.8.2), so a worker in a
+    group also subscribes on its own to the retained `meta` and `status` topics; those are few
+    and their writes idempotent, so every worker handling them is harmless.
+    """
     pattern = f"{root}/+/+"
-    return [f"$share/{group}/{pattern}" if group else pattern]
+    if not group:
+        return [pattern]
+    return [f"$share/{group}/{pattern}", f"{root}/+/meta", f"{root}/+/status"]
 
 
 def parse(root: str, topic: str) -> Topic | None:

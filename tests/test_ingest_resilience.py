@@ -43,7 +43,7 @@ def count(url: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM reading_data"))
 
 
-def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PUSAT_DATABASE_URL": settings.database_url or "",
@@ -54,7 +54,7 @@ def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "PUSAT_BATCH_MS": "100",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"],
+        [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO", *args],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
