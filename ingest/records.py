@@ -35,6 +35,28 @@ class Decoded:
         self.rejections.append(Rejection(reason, detail, record))
 
 
+_JSON_KINDS: dict[type, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def json_kind(x: object) -> str:
+    """What a decoded JSON value is, for rejection details ("an array", "a string", ...)."""
+    return _JSON_KINDS.get(type(x), type(x).__name__)
+
+
+def clip(x: object) -> str:
+    """A short repr of an offending value for a rejection detail."""
+    r = repr(x)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 # Reason codes, in one place so that docs, metrics and tests agree.
 MALFORMED_JSON = "malformed_json"
 BAD_SENML = "bad_senml"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         None, description="mqtt://user:pass@host:port (mqtts:// for TLS); unset: embedded broker"
     )
     home: Path = Field(Path(".pusat"), description="where embedded services keep their data")
+    embedded: Literal["auto", "system", "pip"] = Field(
+        "auto",
+        description="embedded database and broker from Debian's binaries (system), from the"
+        " pip-installed fallbacks (pip), or the first available (auto)",
+    )
     rules: Path | None = Field(None, description="TOML file of alert rules overriding defaults")
     anonymous_read: bool = Field(False, description="reads need no token (public walls)")
     topic_root: str = Field("pusat/v1", description="MQTT topic root")

@@ -63,14 +63,21 @@ def services(settings: Settings, console: Console) -> Iterator[Settings]:
         if database_url is None:
             console.print("starting the embedded database ...")
             pg = stack.enter_context(
-                start_postgres(home / "postgres" / "data", _port(DATABASE_PORT))
+                start_postgres(
+                    home / "postgres" / "data", _port(DATABASE_PORT), prefer=settings.embedded
+                )
             )
             database_url = _ensure_database(pg.url)
             console.print(f"  database ({pg.kind}): {database_url}")
         if mqtt_url is None:
             console.print("starting the embedded broker ...")
             broker = stack.enter_context(
-                start_broker(home / "broker", _port(BROKER_PORT), persistence=True)
+                start_broker(
+                    home / "broker",
+                    _port(BROKER_PORT),
+                    prefer=settings.embedded,
+                    persistence=True,
+                )
             )
             mqtt_url = broker.url
             console.print(f"  broker ({broker.kind}): {mqtt_url}")

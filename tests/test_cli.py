@@ -92,13 +92,16 @@ def test_db_upgrade_is_safe_to_repeat(database_url: str, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_pusat_up_runs_the_centre_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("embedded", ["system", "pip"])
+def test_pusat_up_runs_the_centre_and_stops_cleanly(tmp_path: Path, embedded: str) -> None:
+    """Debian's PostgreSQL and Mosquitto, and the pip-only fallbacks for a bare machine."""
     home = tmp_path / "home"
     log = tmp_path / "up.log"
+    env = env_without_pusat(PUSAT_HOME=str(home), PUSAT_BATCH_MS="50", PUSAT_EMBEDDED=embedded)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pusat", "up"],
         cwd=tmp_path,
-        env=env_without_pusat(PUSAT_HOME=str(home), PUSAT_BATCH_MS="50"),
+        env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -129,7 +132,10 @@ def test_pusat_up_runs_the_centre_and_stops_cleanly(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, log.read_text()
         assert not state_file.exists()
-        assert "stopped:" in log.read_text()
+        out = log.read_text()
+        assert "stopped:" in out
+        assert f"database ({'debian' if embedded == 'system' else 'pgserver'})" in out
+        assert f"broker ({'mosquitto' if embedded == 'system' else 'iotcore'})" in out
     finally:
         if proc.poll() is None:
             proc.kill()

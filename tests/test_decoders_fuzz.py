@@ -1,0 +1,359 @@
+"""Property-based fuzzing of the decoders: whatever arrives, they answer and never raise.
+
+Three kinds of input per decoder: arbitrary bytes, arbitrary JSON, and structured near-valid
+messages (right field names, values that are mostly right and sometimes junk), which reach the
+deep branches that random JSON never does. Each answer must keep the Decoded contract.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest import native, sdm, senml
+from ingest.records import REASONS, Decoded
+from ingest.timeparse import EPOCH_MAX, EPOCH_MIN, parse_interval, parse_time
+
+NOW = 1_764_252_100.0
+Decoder = Callable[[bytes, float], Decoded]
+DECODERS: list[Decoder] = [senml.decode, native.decode, sdm.decode]
+IDS = ["senml", "native", "sdm"]
+
+
+def dumps(doc: object) -> bytes:
+    # The standard library, not orjson: it writes integers beyond 64 bits, and lone surrogates
+    # as escapes, both of which the decoders must survive.
+    return json.dumps(doc).encode()
+
+
+def check(d: Decoded, records: int | None = None) -> None:
+    """The Decoded contract; ``records``: the array length when the message was an array."""
+    assert isinstance(d, Decoded)
+    for r in d.rejections:
+        assert r.reason in REASONS
+        assert isinstance(r.detail, str) and r.detail
+        assert r.record is None or (type(r.record) is int and r.record >= 0)
+        if records is not None and r.record is not None:
+            assert r.record < records
+    for c in d.readings:
+        assert type(c.sensor) is str and c.sensor
+        assert type(c.quantity) is str and c.quantity
+        assert type(c.ts) is float and EPOCH_MIN <= c.ts <= EPOCH_MAX
+        assert type(c.value) is float and math.isfinite(c.value)
+        assert c.unit is None or type(c.unit) is str
+
+
+# --------------------------------------------------------------------------------------------
+# strategies
+
+leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+)
+any_json = st.recursive(
+    leaf,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+number = st.one_of(
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, 2**28, 2**28 - 1, -(2**28), 1.7e308, -1.7e308, 1_764_252_000]),
+)
+ident = st.from_regex(r"[A-Za-z0-9][-A-Za-z0-9._]{0,8}", fullmatch=True)
+sep = st.sampled_from([":", "/"])
+timestamps = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31))
+offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+rfc3339 = st.builds(lambda t, tz: t.replace(tzinfo=tz).isoformat(), timestamps, offsets)
+
+
+def mostly(
+    good: st.SearchStrategy[Any], junk: st.SearchStrategy[Any] = leaf
+) -> st.SearchStrategy[Any]:
+    """``good`` nine times in ten, else ``junk``: deep branches need mostly valid input."""
+    return st.integers(min_value=0, max_value=9).flatmap(lambda k: junk if k == 0 else good)
+
+
+def weighted(*options: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, chosen in proportion to its weight."""
+    pool = [strategy for weight, strategy in options for _ in range(weight)]
+    return st.integers(min_value=0, max_value=len(pool) - 1).flatmap(lambda i: pool[i])
+
+
+small_time = weighted((8, st.integers(min_value=-3600, max_value=3600)), (1, number))
+epoch = st.floats(min_value=0, max_value=4e9)
+names = st.builds(lambda s, c, q: s + c + q, ident, sep, ident)
+interval = st.builds(lambda a, b: f"{min(a, b)}/{max(a, b)}", timestamps, timestamps).map(
+    lambda x: "/".join(part.replace(" ", "T") + "Z" for part in x.split("/"))
+)
+
+# SenML: plain records most of the time, base records, other value kinds, and chaos.
+senml_plain = st.fixed_dictionaries(
+    {"n": mostly(st.one_of(ident, names)), "v": mostly(number)},
+    optional={
+        "t": mostly(small_time),
+        "u": mostly(st.sampled_from(["Cel", "m", "/"])),
+        "s": number,
+    },
+)
+senml_base = st.fixed_dictionaries(
+    {"bn": mostly(st.builds(lambda s, c: s + c, ident, sep))},
+    optional={
+        "bt": mostly(weighted((3, epoch), (1, small_time))),
+        "bu": mostly(st.sampled_from(["Cel", "%RH", "ug/m3"])),
+        "bv": mostly(number),
+        "bs": mostly(number),
+        "bver": mostly(st.integers(min_value=1, max_value=10), st.integers(-1, 12) | leaf),
+        "n": mostly(ident),
+        "v": mostly(number),
+    },
+)
+senml_other = st.fixed_dictionaries(
+    {"n": mostly(names)},
+    optional={
+        "vs": st.text(max_size=4),
+        "vb": st.booleans(),
+        "vd": st.text(max_size=4),
+        "s": number,
+    },
+)
+senml_chaos = st.dictionaries(
+    st.sampled_from(["bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s"])
+    | st.sampled_from(["t", "ut", "ext", "x_", "_"]),
+    any_json,
+    max_size=6,
+)
+senml_record = weighted(
+    (12, senml_plain), (3, senml_base), (2, senml_other), (1, senml_chaos), (1, any_json)
+)
+
+
+@st.composite
+def senml_packs(draw: st.DrawFn) -> list[object]:
+    """SenML packs near the valid ones: usually a base record first, then records."""
+    head = draw(st.lists(senml_base, max_size=1))
+    return [*head, *draw(st.lists(senml_record, max_size=12))]
+
+
+# Native: objects with sensor and values, now and then a field missing or wrong.
+native_values = st.dictionaries(
+    mostly(ident, st.text(max_size=4)), mostly(number), min_size=1, max_size=5
+)
+native_object = weighted(
+    (
+        8,
+        st.fixed_dictionaries(
+            {"sensor": mostly(ident), "values": mostly(native_values)},
+            optional={"ts": mostly(st.one_of(rfc3339, epoch)), "note": leaf},
+        ),
+    ),
+    (1, st.dictionaries(st.sampled_from(["sensor", "ts", "values"]), any_json, max_size=3)),
+    (1, any_json),
+)
+native_messages = st.one_of(native_object, st.lists(native_object, max_size=6))
+
+# SDM: entities of the three models with their attributes, measurands, and some junk.
+_ATTRIBUTES = sorted(
+    {k for table in sdm.MODELS.values() for k in table} | sdm.DESCRIPTIVE | {"no", "nox"}
+)
+_measurand = st.builds(
+    lambda name, value, code, text: f"{name}, {value}, {code}, {text}",
+    st.sampled_from([*_ATTRIBUTES, "CO", "NH4", "level", ""]),
+    mostly(number),
+    mostly(st.sampled_from([*sdm.UNIT_CODES, ""]), st.sampled_from(["XX", "ppm"])),
+    st.text(alphabet="abc ,", max_size=8),
+)
+_entity_fields = st.fixed_dictionaries(
+    {
+        "type": mostly(st.sampled_from(sorted(sdm.MODELS))),
+        "id": mostly(
+            st.one_of(ident, st.builds(lambda s: "urn:ngsi-ld:TrafficFlowObserved:" + s, ident))
+        ),
+        "dateObserved": mostly(st.one_of(rfc3339, interval, epoch)),
+    },
+    optional={
+        "refDevice": mostly(st.one_of(ident, st.lists(ident, max_size=2))),
+        "dateObservedFrom": rfc3339,
+        "dateObservedTo": rfc3339,
+        "measurand": mostly(st.lists(mostly(_measurand), max_size=4)),
+    },
+)
+_entity_readings = st.dictionaries(
+    mostly(st.sampled_from(_ATTRIBUTES), st.text(max_size=5)),
+    mostly(number, st.one_of(number.map(str), leaf)),
+    max_size=10,
+)
+sdm_entity = weighted(
+    (
+        8,
+        st.builds(
+            lambda fields, readings: {**readings, **fields}, _entity_fields, _entity_readings
+        ),
+    ),
+    (1, any_json),
+)
+sdm_messages = st.one_of(sdm_entity, st.lists(sdm_entity, max_size=4))
+
+
+# --------------------------------------------------------------------------------------------
+# every decoder, any input
+
+
+@pytest.mark.parametrize("decode", DECODERS, ids=IDS)
+@settings(max_examples=300, deadline=None, database=None)
+@given(payload=st.binary(max_size=200))
+def test_arbitrary_bytes(decode: Decoder, payload: bytes) -> None:
+    check(decode(payload, NOW))
+
+
+@pytest.mark.parametrize("decode", DECODERS, ids=IDS)
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(doc=any_json)
+def test_arbitrary_json(decode: Decoder, doc: object) -> None:
+    d = decode(dumps(doc), NOW)
+    check(d, len(doc) if isinstance(doc, list) else None)
+
+
+# --------------------------------------------------------------------------------------------
+# near-valid messages
+
+
+@settings(
+    max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(pack=senml_packs())
+def test_senml_near_valid(pack: list[object]) -> None:
+    d = senml.decode(dumps(pack), NOW)
+    check(d, len(pack))
+    whole = [r for r in d.rejections if r.record is None]
+    if whole:  # a whole-pack rejection stands alone
+        assert len(d.rejections) == 1 and d.readings == []
+    else:  # every record: one reading, one rejection, or (a header) nothing
+        indices = [r.record for r in d.rejections]
+        assert len(indices) == len(set(indices))
+        assert len(d.readings) + len(indices) <= len(pack)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    sensor=ident,
+    bt=st.one_of(st.none(), st.floats(min_value=1e9, max_value=4e9)),
+    bv=st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e6)),
+    records=st.lists(
+        st.tuples(ident, st.floats(-1e6, 1e6), st.one_of(st.none(), st.floats(-1e5, 1e5))),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_senml_valid_packs_resolve(
+    sensor: str,
+    bt: float | None,
+    bv: float | None,
+    records: list[tuple[str, float, float | None]],
+) -> None:
+    """Valid packs: every record lands, resolved by the RFC 8428 rules."""
+    pack: list[dict[str, object]] = [
+        {"n": q, "v": v} | ({} if t is None else {"t": t}) for q, v, t in records
+    ]
+    pack[0] |= {"bn": sensor + ":"}
+    if bt is not None:
+        pack[0]["bt"] = bt
+    if bv is not None:
+        pack[0]["bv"] = bv
+    d = senml.decode(dumps(pack), NOW)
+    assert d.rejections == []
+    assert [(c.sensor, c.quantity) for c in d.readings] == [(sensor, q) for q, _, _ in records]
+    for c, (_, v, t) in zip(d.readings, records, strict=True):
+        when = (bt or 0.0) + (t or 0.0)
+        assert c.ts == (when + NOW if when < 2**28 else when)
+        assert c.value == (v if bv is None else bv + v)
+
+
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(msg=native_messages)
+def test_native_near_valid(msg: object) -> None:
+    d = native.decode(dumps(msg), NOW)
+    check(d, len(msg) if isinstance(msg, list) else None)
+    if isinstance(msg, list):  # a batch: every rejection names its object
+        assert all(r.record is not None for r in d.rejections)
+    else:  # a single object is the whole message
+        assert all(r.record is None for r in d.rejections)
+
+
+@settings(max_examples=75, deadline=None, database=None)
+@given(
+    batch=st.lists(
+        st.tuples(ident, rfc3339, st.dictionaries(ident, number, min_size=1, max_size=5)),
+        max_size=6,
+    )
+)
+def test_native_valid_batches_land_whole(batch: list[tuple[str, str, dict[str, float]]]) -> None:
+    msg = [{"sensor": s, "ts": ts, "values": values} for s, ts, values in batch]
+    d = native.decode(dumps(msg), NOW)
+    assert d.rejections == []
+    assert len(d.readings) == sum(len(v) for _, _, v in batch)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(msg=sdm_messages)
+def test_sdm_near_valid(msg: object) -> None:
+    d = sdm.decode(dumps(msg), NOW)
+    check(d, len(msg) if isinstance(msg, list) else None)
+
+
+# --------------------------------------------------------------------------------------------
+# time parsing
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(t=timestamps, tz=offsets)
+def test_rfc3339_round_trip(t: datetime, tz: timezone) -> None:
+    aware = t.replace(tzinfo=tz)
+    assert parse_time(aware.isoformat()) == pytest.approx(aware.timestamp(), abs=1e-6)
+    with pytest.raises(ValueError, match="no timezone"):
+        parse_time(t.isoformat())
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(x=st.one_of(any_json, st.text(alphabet="0123456789-:.TZtz+ /", max_size=40)))
+def test_parse_time_answers_or_raises_value_error(x: object) -> None:
+    try:
+        t = parse_time(x)
+    except ValueError as err:
+        assert str(err)
+    else:
+        assert type(t) is float and EPOCH_MIN <= t <= EPOCH_MAX
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(x=st.one_of(st.text(max_size=60), st.builds(lambda a, b: f"{a}/{b}", rfc3339, rfc3339)))
+def test_parse_interval_answers_or_raises_value_error(x: str) -> None:
+    try:
+        start, end = parse_interval(x)
+    except ValueError as err:
+        assert str(err)
+    else:
+        assert EPOCH_MIN <= start <= end <= EPOCH_MAX
