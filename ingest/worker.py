@@ -15,6 +15,7 @@ import time
 import numpy as np
 import psycopg
 
+from ingest.commit import commit
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Session
 from ingest.pipeline import Accumulator, Limits, Message, quarantine_row
@@ -77,7 +78,7 @@ class Worker:
             try:
                 batch = acc.finish(writer.provisioned_sensors, time.time())
                 t0 = time.perf_counter()
-                result = writer.write(batch)
+                result = commit(writer, batch)
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 self.metrics.db_errors.inc()
                 log.warning("batch not written (%s); retrying in %.1fs", e, delay)
@@ -94,7 +95,7 @@ class Worker:
                 writer.conn.rollback()
                 batch = self._refused(acc, str(e))
                 t0 = time.perf_counter()
-                result = writer.write(batch)
+                result = commit(writer, batch)
             self._account(batch, result.stored, result.duplicates, time.perf_counter() - t0)
             return True
 

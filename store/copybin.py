@@ -1,6 +1,8 @@
-"""PostgreSQL binary COPY buffers built with NumPy: a batch of readings costs no per-row Python."""
+"""PostgreSQL binary COPY buffers built with NumPy: a batch of rows costs no per-row Python."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -10,21 +12,26 @@ TRAILER = (-1).to_bytes(2, "big", signed=True)
 # PostgreSQL counts time from 2000-01-01 UTC in microseconds.
 PG_EPOCH_US = 946_684_800_000_000
 
-# One row of staging_readings (series_id int4, ts timestamptz, value float8, received_at
-# timestamptz): a field count, then each field as length + big-endian value.
-READING_ROW = np.dtype(
-    [
-        ("nfields", ">i2"),
-        ("l_series", ">i4"),
-        ("series", ">i4"),
-        ("l_ts", ">i4"),
-        ("ts", ">i8"),
-        ("l_value", ">i4"),
-        ("value", ">f8"),
-        ("l_received", ">i4"),
-        ("received", ">i8"),
-    ]
-)
+# Fixed-width column types: their big-endian NumPy type.
+TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+
+
+def rows(columns: Sequence[tuple[str, npt.NDArray[np.generic]]]) -> bytes:
+    """The whole COPY stream (header, rows, trailer) for fixed-width columns of equal length.
+
+    Each row is a field count, then each field as a 4-byte length and its big-endian value;
+    timestamptz columns are given in Unix microseconds.
+    """
+    fields: list[tuple[str, str]] = [("nfields", ">i2")]
+    for i, (kind, _) in enumerate(columns):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", TYPES[kind])]
+    n = len(columns[0][1]) if columns else 0
+    out = np.empty(n, dtype=np.dtype(fields))
+    out["nfields"] = len(columns)
+    for i, (kind, values) in enumerate(columns):
+        out[f"l{i}"] = np.dtype(TYPES[kind]).itemsize
+        out[f"v{i}"] = values - PG_EPOCH_US if kind == "timestamptz" else values
+    return HEADER + out.tobytes() + TRAILER
 
 
 def readings(
@@ -33,15 +40,7 @@ def readings(
     value: npt.NDArray[np.float64],
     received_us: npt.NDArray[np.int64],
 ) -> bytes:
-    """The whole COPY stream (header, rows, trailer) for the given columns (Unix microseconds)."""
-    rows = np.empty(len(series), dtype=READING_ROW)
-    rows["nfields"] = 4
-    rows["l_series"] = 4
-    rows["series"] = series
-    rows["l_ts"] = 8
-    rows["ts"] = ts_us - PG_EPOCH_US
-    rows["l_value"] = 8
-    rows["value"] = value
-    rows["l_received"] = 8
-    rows["received"] = received_us - PG_EPOCH_US
-    return HEADER + rows.tobytes() + TRAILER
+    """Rows of (series_id, ts, value, received_at), the layout of `reading_data`'s staging."""
+    return rows(
+        [("int4", series), ("timestamptz", ts_us), ("float8", value), ("timestamptz", received_us)]
+    )

@@ -8,19 +8,23 @@ is stored once and counted as a duplicate. `latest` only moves forward in event 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from processing.rollups import Partials
 from store import copybin
 
 Conn = psycopg.Connection[Any]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,6 @@ class Batch:
     gateways_seen: dict[str, float] = field(default_factory=dict)  # gateway -> last message time
 
 
-@dataclass(frozen=True)
-class WriteResult:
-    stored: int
-    duplicates: int
-    quarantined: int
-
-
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -113,6 +110,7 @@ class Writer:
         self.conn = conn
         self._series: dict[tuple[str, str], int] = {}
         self._provisioned: set[str] = set()
+        self._pending_provisioned: set[str] = set()
         self._staging_ready = False
 
     def reconnect(self, conn: Conn) -> None:
@@ -141,6 +139,8 @@ class Writer:
         New series are committed in their own short transaction before the batch, so the cache
         never holds an id whose row was rolled back.
         """
+        if len(r) == 0:
+            return np.empty(0, dtype=np.int32)
         keys = list(zip(r.sensor, r.quantity, strict=True))
         cache = self._series
         new = {k: i for i, k in enumerate(keys) if k not in cache}
@@ -172,53 +172,28 @@ class Writer:
 
     # -- the batch ----------------------------------------------------------------------------
 
-    def _ensure_staging(self) -> None:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One batch's transaction: everything written through the Tx commits together."""
         if not self._staging_ready:
             with self.conn.transaction():
-                self.conn.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS staging_readings ("
-                    " series_id integer, ts timestamptz, value double precision,"
-                    " received_at timestamptz) ON COMMIT DELETE ROWS"
-                )
+                for ddl in _STAGING:
+                    self.conn.execute(ddl)
             self._staging_ready = True
-
-    def write(self, batch: Batch) -> WriteResult:
-        """Write the whole batch in one transaction; on any error nothing of it is kept."""
-        self._ensure_staging()
-        r = batch.readings
-        series = self.series_ids(r) if len(r) else np.empty(0, dtype=np.int32)
-        stored = 0
         with self.conn.transaction(), self.conn.cursor() as cur:
-            if batch.sensors:
-                self._upsert_sensors(cur, batch.sensors)
-            if len(r):
-                with cur.copy(
-                    "COPY staging_readings (series_id, ts, value, received_at)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as cp:
-                    cp.write(copybin.readings(series, r.ts_us, r.value, r.received_us))
-                cur.execute(
-                    "INSERT INTO reading_data (ts, series_id, value, received_at)"
-                    " SELECT ts, series_id, value, received_at FROM staging_readings"
-                    " ON CONFLICT DO NOTHING"
-                )
-                stored = cur.rowcount
-                cur.execute(
-                    "INSERT INTO latest_data (series_id, ts, value, received_at)"
-                    " SELECT DISTINCT ON (series_id) series_id, ts, value, received_at"
-                    " FROM staging_readings ORDER BY series_id, ts DESC"
-                    " ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts,"
-                    " value = excluded.value, received_at = excluded.received_at"
-                    " WHERE excluded.ts > latest_data.ts"
-                )
-            if batch.quarantine:
-                self._quarantine(cur, batch.quarantine)
-            if batch.statuses or batch.gateways_seen:
-                self._gateways(cur, batch.statuses, batch.gateways_seen)
-        self._provisioned.update(m.sensor_id for m in batch.sensors)
-        return WriteResult(
-            stored=stored, duplicates=len(r) - stored, quarantined=len(batch.quarantine)
-        )
+            yield Tx(cur)
+        self._provisioned.update(self._pending_provisioned)
+        self._pending_provisioned.clear()
+
+    def write_side(self, tx: Tx, batch: Batch) -> None:
+        """The batch's sensors, quarantine and gateway updates, inside ``tx``."""
+        if batch.sensors:
+            self._upsert_sensors(tx.cur, batch.sensors)
+            self._pending_provisioned.update(m.sensor_id for m in batch.sensors)
+        if batch.quarantine:
+            self._quarantine(tx.cur, batch.quarantine)
+        if batch.statuses or batch.gateways_seen:
+            self._gateways(tx.cur, batch.statuses, batch.gateways_seen)
 
     @staticmethod
     def _upsert_sensors(cur: psycopg.Cursor[Any], metas: list[SensorMeta]) -> None:
@@ -288,3 +263,124 @@ class Writer:
                 " WHERE gateways.status_at IS NULL OR excluded.status_at >= gateways.status_at",
                 [(s.gateway, s.status, _ts(s.at)) for s in statuses],
             )
+
+
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS staging_readings (i integer, series_id integer,"
+    " ts timestamptz, value double precision, received_at timestamptz) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS staging_rollups (series_id integer, bucket timestamptz,"
+    " count bigint, sum double precision, min double precision, max double precision,"
+    " first_ts timestamptz, first double precision, last_ts timestamptz, last double precision)"
+    " ON COMMIT DELETE ROWS",
+)
+
+# Merging partials: the same rules as processing.rollups.merge, in SQL.
+_MERGE_ROLLUP = """
+INSERT INTO {table} AS t (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
+SELECT series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last FROM staging_rollups
+ON CONFLICT (series_id, bucket) DO UPDATE SET
+  count = t.count + excluded.count,
+  sum = t.sum + excluded.sum,
+  min = least(t.min, excluded.min),
+  max = greatest(t.max, excluded.max),
+  first_ts = least(t.first_ts, excluded.first_ts),
+  first = CASE WHEN excluded.first_ts < t.first_ts THEN excluded.first ELSE t.first END,
+  last_ts = greatest(t.last_ts, excluded.last_ts),
+  last = CASE WHEN excluded.last_ts > t.last_ts THEN excluded.last ELSE t.last END
+"""
+ROLLUP_TABLES = ("rollup_1m_data", "rollup_1h_data")
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def unique_keys(series: I32, ts_us: I64) -> npt.NDArray[np.intp]:
+    """Positions of the first occurrence of each (series, ts), in input order."""
+    if len(series) == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.lexsort((ts_us, series))  # stable: the first occurrence comes first
+    s, t = series[order], ts_us[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (s[1:] != s[:-1]) | (t[1:] != t[:-1])
+    return np.sort(order[first])
+
+
+class Tx:
+    """The steps of one batch's transaction. ``readings`` must come before ``latest``."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+
+    def readings(self, r: Readings, series: I32) -> npt.NDArray[np.intp]:
+        """Store the readings once each; returns the positions (in ``r``) newly stored now.
+
+        A reading already stored (or repeated inside the batch) is not new: only new readings
+        may count in rollups and alerts.
+        """
+        cur = self.cur
+        keep = unique_keys(series, r.ts_us)
+        if len(keep) == 0:
+            return keep
+        with cur.copy(
+            "COPY staging_readings (i, series_id, ts, value, received_at)"
+            " FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.write(
+                copybin.rows(
+                    [
+                        ("int4", keep.astype(np.int32)),
+                        ("int4", series[keep]),
+                        ("timestamptz", r.ts_us[keep]),
+                        ("float8", r.value[keep]),
+                        ("timestamptz", r.received_us[keep]),
+                    ]
+                )
+            )
+        cur.execute(
+            "INSERT INTO reading_data (ts, series_id, value, received_at)"
+            " SELECT ts, series_id, value, received_at FROM staging_readings"
+            " ON CONFLICT DO NOTHING RETURNING series_id, ts"
+        )
+        if cur.rowcount == len(keep):
+            return keep  # the usual case: nothing was there before; no need to read RETURNING
+        # Some were stored before (a redelivery or a replay): find which keys went in now.
+        inserted = {(sid, (ts - _UNIX_EPOCH) // _US) for sid, ts in cur.fetchall()}
+        s_list, t_list = series.tolist(), r.ts_us.tolist()
+        picked = [i for i in keep.tolist() if (s_list[i], t_list[i]) in inserted]
+        return np.array(picked, dtype=np.intp)
+
+    def latest(self) -> None:
+        """Move `latest` forward (only forward, in event time) from this batch's readings."""
+        self.cur.execute(
+            "INSERT INTO latest_data (series_id, ts, value, received_at)"
+            " SELECT DISTINCT ON (series_id) series_id, ts, value, received_at"
+            " FROM staging_readings ORDER BY series_id, ts DESC"
+            " ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts,"
+            " value = excluded.value, received_at = excluded.received_at"
+            " WHERE excluded.ts > latest_data.ts"
+        )
+
+    def rollups(self, table: str, p: Partials) -> None:
+        """Merge partials into a rollup table (late data merges into its bucket)."""
+        if table not in ROLLUP_TABLES:
+            raise ValueError(f"not a rollup table: {table}")
+        if len(p) == 0:
+            return
+        self.cur.execute("TRUNCATE staging_rollups")
+        with self.cur.copy("COPY staging_rollups FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(
+                copybin.rows(
+                    [
+                        ("int4", p.series),
+                        ("timestamptz", p.bucket),
+                        ("int8", p.count),
+                        ("float8", p.sum),
+                        ("float8", p.min),
+                        ("float8", p.max),
+                        ("timestamptz", p.first_ts),
+                        ("float8", p.first),
+                        ("timestamptz", p.last_ts),
+                        ("float8", p.last),
+                    ]
+                )
+            )
+        self.cur.execute(_MERGE_ROLLUP.format(table=table).encode())

@@ -73,7 +73,7 @@ def probe(publisher: Publisher, settings: Settings, url: str, name: str) -> None
         )
         try:
             wait_for(
-                lambda: scalar(url, "SELECT count(*) FROM sensors WHERE sensor_id = %s", (name,)),
+                lambda: scalar(url, "SELECT count(*) FROM readings WHERE sensor_id = %s", (name,)),
                 timeout=1,
             )
             return

@@ -8,6 +8,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from ingest.commit import commit
 from store import migrate, tier
 from store.writer import Batch, QuarantineRow, Readings, SensorMeta, Writer
 from tests.helpers import rows, scalar
@@ -78,10 +79,12 @@ def test_same_reading_twice_is_stored_once(database_url: str) -> None:
     batch = Batch(readings([("S1", "pm25", t0, 10.0), ("S1", "pm25", t0 + 1, 11.0)]))
     with psycopg.connect(database_url) as conn:
         w = Writer(conn)
-        first = w.write(batch)
-        second = w.write(batch)
+        first = commit(w, batch)
+        second = commit(w, batch)
         # the same key inside one batch counts once too
-        third = w.write(Batch(readings([("S1", "pm25", t0 + 2, 1.0), ("S1", "pm25", t0 + 2, 1.0)])))
+        third = commit(
+            w, Batch(readings([("S1", "pm25", t0 + 2, 1.0), ("S1", "pm25", t0 + 2, 1.0)]))
+        )
     assert (first.stored, first.duplicates) == (2, 0)
     assert (second.stored, second.duplicates) == (0, 2)
     assert (third.stored, third.duplicates) == (1, 1)
@@ -94,8 +97,8 @@ def test_latest_moves_only_forward_in_event_time(database_url: str) -> None:
     t0 = time.time() - 600
     with psycopg.connect(database_url) as conn:
         w = Writer(conn)
-        w.write(Batch(readings([("S1", "speed", t0 + 10, 50.0), ("S1", "speed", t0 + 5, 40.0)])))
-        w.write(Batch(readings([("S1", "speed", t0, 30.0)])))  # late
+        commit(w, Batch(readings([("S1", "speed", t0 + 10, 50.0), ("S1", "speed", t0 + 5, 40.0)])))
+        commit(w, Batch(readings([("S1", "speed", t0, 30.0)])))  # late
     got = rows(database_url, "SELECT value, extract(epoch FROM ts)::float FROM latest")
     assert got == [(50.0, pytest.approx(t0 + 10, abs=1e-5))]
     assert scalar(database_url, "SELECT count(*) FROM readings") == 3  # late data still in history
@@ -113,7 +116,7 @@ def test_quarantine_keeps_binary_payloads_and_meta_provisions(database_url: str)
         sensors=[SensorMeta("AQ-1", "gw", "air", "Presint 1", 2.93, 101.69, quantities=("pm25",))],
     )
     with psycopg.connect(database_url) as conn:
-        Writer(conn).write(batch)
+        commit(Writer(conn), batch)
     ((payload, encoding),) = rows(database_url, "SELECT payload, payload_encoding FROM quarantine")
     import base64
 
@@ -121,3 +124,21 @@ def test_quarantine_keeps_binary_payloads_and_meta_provisions(database_url: str)
     assert rows(database_url, "SELECT district, provisioned, quantities FROM sensors") == [
         ("Presint 1", True, ["pm25"])
     ]
+
+
+def test_rollups_merge_late_data_and_never_count_a_duplicate(database_url: str) -> None:
+    base = (int(time.time()) // 3600 - 2) * 3600  # an hour boundary two hours ago
+    first = [("R1", "pm25", base + 10.0, 10.0), ("R1", "pm25", base + 50.0, 30.0)]
+    late = [("R1", "pm25", base + 5.0, 2.0), ("R1", "pm25", base + 70.0, 7.0)]
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        commit(w, Batch(readings(first)))
+        commit(w, Batch(readings(late + first)))  # late readings plus a redelivery
+    got = rows(
+        database_url,
+        "SELECT extract(epoch FROM bucket)::bigint, count, min, max, mean, first, last"
+        " FROM rollup_1m ORDER BY bucket",
+    )
+    assert got == [(base, 3, 2.0, 30.0, 14.0, 2.0, 30.0), (base + 60, 1, 7.0, 7.0, 7.0, 7.0, 7.0)]
+    hour = rows(database_url, "SELECT count, sum, first, last FROM rollup_1h")
+    assert hour == [(4, 49.0, 2.0, 7.0)]
