@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest.alarms import Alarms
 from processing import rollups
 from store.writer import Batch, Writer
 
@@ -17,17 +18,31 @@ class Committed:
     stored: int
     duplicates: int
     quarantined: int
+    alarms: set[tuple[str, str]]  # (sensor, severity) whose alarms changed: publish these
 
 
-def commit(writer: Writer, batch: Batch) -> Committed:
+def commit(writer: Writer, batch: Batch, alarms: Alarms | None = None) -> Committed:
     r = batch.readings
     series = writer.series_ids(r)
-    with writer.transaction() as tx:
-        new = tx.readings(r, series)
-        if len(new):
-            tx.latest()
-            s, t, v = series[new], r.ts_us[new], r.value[new]
-            tx.rollups("rollup_1m_data", rollups.of_readings(s, t, v, rollups.MINUTE_US))
-            tx.rollups("rollup_1h_data", rollups.of_readings(s, t, v, rollups.HOUR_US))
-        writer.write_side(tx, batch)
-    return Committed(len(new), len(r) - len(new), len(batch.quarantine))
+    touched: set[tuple[str, str]] = set()
+    try:
+        with writer.transaction() as tx:
+            if alarms is not None:
+                # Before the readings go in: a (re)load reads watermarks from `latest`.
+                alarms.ensure(tx.cur, series)
+            new = tx.readings(r, series)
+            writer.write_side(tx, batch)
+            if alarms is not None and batch.sensors:
+                alarms.sensors_changed(tx.cur, [m.sensor_id for m in batch.sensors])
+            if len(new):
+                tx.latest()
+                s, t, v = series[new], r.ts_us[new], r.value[new]
+                tx.rollups("rollup_1m_data", rollups.of_readings(s, t, v, rollups.MINUTE_US))
+                tx.rollups("rollup_1h_data", rollups.of_readings(s, t, v, rollups.HOUR_US))
+                if alarms is not None:
+                    touched = alarms.on_batch(tx.cur, s, t, v)
+    except BaseException:
+        if alarms is not None:
+            alarms.invalidate()  # its memory ran ahead of what was rolled back
+        raise
+    return Committed(len(new), len(r) - len(new), len(batch.quarantine), touched)

@@ -30,6 +30,9 @@ class IngestMetrics:
         self.db_errors = Counter(
             "pusat_ingest_db_errors", "failed batch writes (retried)", registry=r
         )
+        self.alarm_changes = Counter(
+            "pusat_alarm_changes", "alarm topics republished after a change", registry=r
+        )
         self.queue_depth = Gauge(
             "pusat_ingest_queue_depth", "messages waiting between MQTT and the worker", registry=r
         )

@@ -11,15 +11,18 @@ import logging
 import queue
 import threading
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
 
+from ingest.alarms import Alarms
 from ingest.commit import commit
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Session
 from ingest.pipeline import Accumulator, Limits, Message, quarantine_row
 from ingest.records import Rejection
+from processing import rules
 from processing.catalogue import Catalogue
 from pusat.settings import Settings
 from store import db
@@ -42,6 +45,10 @@ class Worker:
         )
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=settings.queue_size)
         self.session = Session(settings, self.inbox)
+        self.alarms = Alarms(
+            rules.load(settings.rules), catalogue, settings.topic_root, self._publish
+        )
+        self._unpublished: set[tuple[str, str]] = set()
         self._writer: Writer | None = None
         self._last_log = time.monotonic()
         self.failed: BaseException | None = None  # what ended run() early, for whoever waits
@@ -78,7 +85,9 @@ class Worker:
             try:
                 batch = acc.finish(writer.provisioned_sensors, time.time())
                 t0 = time.perf_counter()
-                result = commit(writer, batch)
+                result = commit(writer, batch, self.alarms)
+                self._unpublished |= result.alarms
+                self._flush_alarms(writer)
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 self.metrics.db_errors.inc()
                 log.warning("batch not written (%s); retrying in %.1fs", e, delay)
@@ -95,9 +104,34 @@ class Worker:
                 writer.conn.rollback()
                 batch = self._refused(acc, str(e))
                 t0 = time.perf_counter()
-                result = commit(writer, batch)
+                result = commit(writer, batch, self.alarms)
             self._account(batch, result.stored, result.duplicates, time.perf_counter() - t0)
             return True
+
+    def _flush_alarms(self, writer: Writer) -> None:
+        """Publish the alarm topics that changed (kept until published, across failures)."""
+        if self._unpublished:
+            with writer.conn.transaction(), writer.conn.cursor() as cur:
+                self.alarms.publish(cur, self._unpublished)
+            self.metrics.alarm_changes.inc(len(self._unpublished))
+            self._unpublished.clear()
+
+    def _tick(self) -> None:
+        """Stale sensors, expired shelving, settled flapping: judged even when no data comes."""
+        writer = self._writer
+        if writer is None or writer.conn.closed:
+            return  # the write path reconnects; the tick waits for it
+        try:
+            with writer.conn.transaction(), writer.conn.cursor() as cur:
+                self._unpublished |= self.alarms.tick(cur, datetime.now(UTC))
+            self._flush_alarms(writer)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            self.alarms.invalidate()
+            log.warning("alarm tick skipped: %s", e)
+            writer.conn.close()
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.session.client.publish(topic, payload, qos=1, retain=True)
 
     def _refused(self, acc: Accumulator, error: str) -> Batch:
         rows = [
@@ -172,10 +206,14 @@ class Worker:
             log.info("ingest stopped: %s", self.metrics.summary())
 
     def _loop(self, stop: threading.Event) -> None:
+        last_tick = 0.0
         while not stop.is_set():
             if not self._commit(self._collect(stop), stop):
                 return
             self.metrics.queue_depth.set(self.inbox.qsize())
+            if time.monotonic() - last_tick >= self.settings.tick_s:
+                last_tick = time.monotonic()
+                self._tick()
             self._maybe_log()
         remaining = self.inbox.qsize()
         while remaining > 0:

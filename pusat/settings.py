@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     session_expiry_s: int = Field(
         86400, ge=0, description="how long the broker keeps a worker's session while it is away"
     )
+    tick_s: float = Field(
+        1.0, gt=0, description="how often stale sensors, shelving and flapping are checked"
+    )
     log_every_s: float = Field(10.0, gt=0, description="how often ingest logs its counters")
     metrics_port: int | None = Field(None, description="serve ingest Prometheus metrics here")
 

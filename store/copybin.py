@@ -13,7 +13,7 @@ TRAILER = (-1).to_bytes(2, "big", signed=True)
 PG_EPOCH_US = 946_684_800_000_000
 
 # Fixed-width column types: their big-endian NumPy type.
-TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+TYPES = {"bool": "?", "int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
 
 
 def rows(columns: Sequence[tuple[str, npt.NDArray[np.generic]]]) -> bytes:

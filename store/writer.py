@@ -272,6 +272,9 @@ _STAGING = (
     " count bigint, sum double precision, min double precision, max double precision,"
     " first_ts timestamptz, first double precision, last_ts timestamptz, last double precision)"
     " ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS staging_alert_state (rule_id integer, series_id integer,"
+    " active boolean, run_start bigint, last_ts bigint, last_value double precision)"
+    " ON COMMIT DELETE ROWS",
 )
 
 # Merging partials: the same rules as processing.rollups.merge, in SQL.
