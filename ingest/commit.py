@@ -41,6 +41,8 @@ def commit(writer: Writer, batch: Batch, alarms: Alarms | None = None) -> Commit
                 tx.rollups("rollup_1h_data", rollups.of_readings(s, t, v, rollups.HOUR_US))
                 if alarms is not None:
                     touched = alarms.on_batch(tx.cur, s, t, v)
+            if len(new) or touched or batch.quarantine or batch.sensors:
+                tx.notify(len(new), len(touched), len(batch.quarantine), len(batch.sensors))
     except BaseException:
         if alarms is not None:
             alarms.invalidate()  # its memory ran ahead of what was rolled back

@@ -26,7 +26,7 @@ from processing import rules
 from processing.catalogue import Catalogue
 from pusat.settings import Settings
 from store import db
-from store.writer import Batch, Readings, Writer
+from store.writer import Batch, Readings, Writer, notify
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,10 @@ class Worker:
             return  # the write path reconnects; the tick waits for it
         try:
             with writer.conn.transaction(), writer.conn.cursor() as cur:
-                self._unpublished |= self.alarms.tick(cur, datetime.now(UTC))
+                touched = self.alarms.tick(cur, datetime.now(UTC))
+                if touched:
+                    notify(cur, alarms=len(touched))
+                self._unpublished |= touched
             self._flush_alarms(writer)
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self.alarms.invalidate()

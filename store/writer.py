@@ -291,9 +291,15 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
   last_ts = greatest(t.last_ts, excluded.last_ts),
   last = CASE WHEN excluded.last_ts > t.last_ts THEN excluded.last ELSE t.last END
 """
+CHANNEL = "pusat_changes"  # LISTEN pusat_changes: one notification per committed batch
 ROLLUP_TABLES = ("rollup_1m_data", "rollup_1h_data")
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+
+
+def notify(cur: psycopg.Cursor[Any], **changed: int) -> None:
+    """Tell listeners (the API's live stream) what a transaction changed, when it commits."""
+    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(changed)))
 
 
 def unique_keys(series: I32, ts_us: I64) -> npt.NDArray[np.intp]:
@@ -350,6 +356,13 @@ class Tx:
         s_list, t_list = series.tolist(), r.ts_us.tolist()
         picked = [i for i in keep.tolist() if (s_list[i], t_list[i]) in inserted]
         return np.array(picked, dtype=np.intp)
+
+    def notify(self, readings: int, alarms: int, quarantined: int, sensors: int) -> None:
+        """Tell listeners (the API's live stream) what this batch changed, at commit."""
+        payload = json.dumps(
+            {"readings": readings, "alarms": alarms, "quarantined": quarantined, "sensors": sensors}
+        )
+        self.cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
     def latest(self) -> None:
         """Move `latest` forward (only forward, in event time) from this batch's readings."""
