@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest.alarms import Alarms
-from processing import rollups
+from processing import latest, rollups
 from store.writer import Batch, Writer
 
 
@@ -35,8 +35,9 @@ def commit(writer: Writer, batch: Batch, alarms: Alarms | None = None) -> Commit
             if alarms is not None and batch.sensors:
                 alarms.sensors_changed(tx.cur, [m.sensor_id for m in batch.sensors])
             if len(new):
-                tx.latest()
                 s, t, v = series[new], r.ts_us[new], r.value[new]
+                top = latest.newest(s, t)
+                tx.latest(s[top], t[top], v[top], r.received_us[new][top])
                 tx.rollups("rollup_1m_data", rollups.of_readings(s, t, v, rollups.MINUTE_US))
                 tx.rollups("rollup_1h_data", rollups.of_readings(s, t, v, rollups.HOUR_US))
                 if alarms is not None:

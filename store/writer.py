@@ -25,6 +25,7 @@ from store import copybin
 Conn = psycopg.Connection[Any]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,8 @@ _STAGING = (
     " count bigint, sum double precision, min double precision, max double precision,"
     " first_ts timestamptz, first double precision, last_ts timestamptz, last double precision)"
     " ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS staging_latest (series_id integer, ts timestamptz,"
+    " value double precision, received_at timestamptz) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS staging_alert_state (rule_id integer, series_id integer,"
     " active boolean, run_start bigint, last_ts bigint, last_value double precision)"
     " ON COMMIT DELETE ROWS",
@@ -314,7 +317,7 @@ def unique_keys(series: I32, ts_us: I64) -> npt.NDArray[np.intp]:
 
 
 class Tx:
-    """The steps of one batch's transaction. ``readings`` must come before ``latest``."""
+    """The steps of one batch's transaction."""
 
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self.cur = cur
@@ -364,12 +367,25 @@ class Tx:
         )
         self.cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
-    def latest(self) -> None:
-        """Move `latest` forward (only forward, in event time) from this batch's readings."""
+    def latest(self, series: I32, ts_us: I64, value: F64, received_us: I64) -> None:
+        """Move `latest` forward, never back, to these readings (one per series)."""
+        if len(series) == 0:
+            return
+        self.cur.execute("TRUNCATE staging_latest")
+        with self.cur.copy("COPY staging_latest FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(
+                copybin.rows(
+                    [
+                        ("int4", series),
+                        ("timestamptz", ts_us),
+                        ("float8", value),
+                        ("timestamptz", received_us),
+                    ]
+                )
+            )
         self.cur.execute(
             "INSERT INTO latest_data (series_id, ts, value, received_at)"
-            " SELECT DISTINCT ON (series_id) series_id, ts, value, received_at"
-            " FROM staging_readings ORDER BY series_id, ts DESC"
+            " SELECT series_id, ts, value, received_at FROM staging_latest"
             " ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts,"
             " value = excluded.value, received_at = excluded.received_at"
             " WHERE excluded.ts > latest_data.ts"

@@ -72,3 +72,12 @@ def test_buckets_hold_the_right_readings() -> None:
         (2, -m, 1, 1.0, 1.0, 1.0, -1, 1.0, -1, 1.0),  # before the epoch: floor, not truncate
     ]
     assert p.mean.tolist() == [3.0, 9.0, 1.0]
+
+
+def test_newest_picks_the_latest_event_time_per_series() -> None:
+    from processing.latest import newest
+
+    series = np.array([2, 1, 2, 1, 3], dtype=np.int32)
+    ts = np.array([50, 10, 70, 5, 1], dtype=np.int64)
+    got = sorted((int(series[i]), int(ts[i])) for i in newest(series, ts))
+    assert got == [(1, 10), (2, 70), (3, 1)]
