@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ingest.alarms import Alarms
 from processing import latest, rollups
 from store.writer import Batch, Writer
@@ -36,10 +38,14 @@ def commit(writer: Writer, batch: Batch, alarms: Alarms | None = None) -> Commit
                 alarms.sensors_changed(tx.cur, [m.sensor_id for m in batch.sensors])
             if len(new):
                 s, t, v = series[new], r.ts_us[new], r.value[new]
-                top = latest.newest(s, t)
-                tx.latest(s[top], t[top], v[top], r.received_us[new][top])
-                tx.rollups("rollup_1m_data", rollups.of_readings(s, t, v, rollups.MINUTE_US))
-                tx.rollups("rollup_1h_data", rollups.of_readings(s, t, v, rollups.HOUR_US))
+                minute = rollups.of_readings(s, t, v, rollups.MINUTE_US)
+                top = latest.newest(minute)
+                # latest's received_at: when this batch's newest message arrived (within the
+                # batch window of the reading's own arrival)
+                received = np.full(len(top), r.received_us[new].max(), dtype=np.int64)
+                tx.latest(minute.series[top], minute.last_ts[top], minute.last[top], received)
+                tx.rollups("rollup_1m_data", minute)
+                tx.rollups("rollup_1h_data", rollups.coarsen(minute, rollups.HOUR_US))
                 if alarms is not None:
                     touched = alarms.on_batch(tx.cur, s, t, v)
             if len(new) or touched or batch.quarantine or batch.sensors:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from processing.rollups import Partials
 
-def newest(series: npt.NDArray[np.int32], ts_us: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-    """Position of the reading with the greatest event time of each series (one per series)."""
-    if len(series) == 0:
+
+def newest(p: Partials) -> npt.NDArray[np.intp]:
+    """Rows of sorted partials holding each series' newest reading: its latest bucket, whose
+    ``last``/``last_ts`` are then the series' newest value and time."""
+    if len(p) == 0:
         return np.empty(0, dtype=np.intp)
-    order = np.lexsort((ts_us, series))
-    s = series[order]
-    last = np.ones(len(s), dtype=bool)
-    last[:-1] = s[1:] != s[:-1]
-    return order[last]
+    last = np.ones(len(p), dtype=bool)
+    last[:-1] = p.series[1:] != p.series[:-1]
+    return np.flatnonzero(last)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from processing.sorting import stable_order
+
 MINUTE_US = 60_000_000
 HOUR_US = 3_600_000_000
 
@@ -59,26 +61,57 @@ def empty() -> Partials:
     return Partials(np.empty(0, dtype=np.int32), i64, i64, f64, f64, f64, i64, f64, i64, f64)
 
 
+def _at_times(times: I64, values: F64, wanted: I64, counts: npt.NDArray[np.intp]) -> F64:
+    """Per group, the value whose time equals the group's wanted time (times unique per group)."""
+    picked: F64 = values[times == np.repeat(wanted, counts)]
+    return picked
+
+
 def of_readings(series: I32, ts_us: I64, value: F64, width_us: int) -> Partials:
     """Partials of raw readings in buckets of ``width_us`` (aligned to the Unix epoch)."""
     if len(series) == 0:
         return empty()
     bucket = ts_us - ts_us % width_us  # NumPy's % floors, so times before 1970 bucket correctly
-    order = np.lexsort((ts_us, bucket, series))
+    slot = (bucket - bucket.min()) // width_us
+    # sorted by (series, bucket); the order inside a bucket does not matter
+    order = stable_order(slot, series)
     s, b, t, v = series[order], bucket[order], ts_us[order], value[order]
     starts = _segments(s, b)
-    ends = np.append(starts[1:], len(s)) - 1
+    counts = np.diff(np.append(starts, len(s)))
+    first_ts = np.minimum.reduceat(t, starts)
+    last_ts = np.maximum.reduceat(t, starts)
     return Partials(
         series=s[starts],
         bucket=b[starts],
-        count=np.diff(np.append(starts, len(s))).astype(np.int64),
+        count=counts.astype(np.int64),
         sum=np.add.reduceat(v, starts),
         min=np.minimum.reduceat(v, starts),
         max=np.maximum.reduceat(v, starts),
-        first_ts=t[starts],
-        first=v[starts],
-        last_ts=t[ends],
-        last=v[ends],
+        first_ts=first_ts,
+        first=_at_times(t, v, first_ts, counts),
+        last_ts=last_ts,
+        last=_at_times(t, v, last_ts, counts),
+    )
+
+
+def coarsen(p: Partials, width_us: int) -> Partials:
+    """Partials in wider buckets (a multiple of ``p``'s width) from sorted partials, no sort."""
+    if len(p) == 0:
+        return p
+    bucket = p.bucket - p.bucket % width_us
+    starts = _segments(p.series, bucket)
+    ends = np.append(starts[1:], len(p)) - 1
+    return Partials(
+        series=p.series[starts],
+        bucket=bucket[starts],
+        count=np.add.reduceat(p.count, starts),
+        sum=np.add.reduceat(p.sum, starts),
+        min=np.minimum.reduceat(p.min, starts),
+        max=np.maximum.reduceat(p.max, starts),
+        first_ts=p.first_ts[starts],
+        first=p.first[starts],
+        last_ts=p.last_ts[ends],
+        last=p.last[ends],
     )
 
 

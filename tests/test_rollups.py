@@ -78,6 +78,16 @@ def test_newest_picks_the_latest_event_time_per_series() -> None:
     from processing.latest import newest
 
     series = np.array([2, 1, 2, 1, 3], dtype=np.int32)
-    ts = np.array([50, 10, 70, 5, 1], dtype=np.int64)
-    got = sorted((int(series[i]), int(ts[i])) for i in newest(series, ts))
-    assert got == [(1, 10), (2, 70), (3, 1)]
+    ts = np.array([50, 10, 7_000_000_000, 5, 1], dtype=np.int64)
+    p = rollups.of_readings(series, ts, ts.astype(np.float64), rollups.MINUTE_US)
+    top = newest(p)
+    got = sorted(zip(p.series[top].tolist(), p.last_ts[top].tolist(), strict=True))
+    assert got == [(1, 10), (2, 7_000_000_000), (3, 1)]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(readings)
+def test_hourly_from_minutes_equals_hourly_from_readings(rs: list[tuple[int, int, int]]) -> None:
+    minute = rollups.of_readings(*arrays(rs), rollups.MINUTE_US)
+    hour = rollups.of_readings(*arrays(rs), rollups.HOUR_US)
+    assert as_rows(rollups.coarsen(minute, rollups.HOUR_US)) == as_rows(hour)
