@@ -18,6 +18,7 @@ import psycopg
 
 from ingest.alarms import Alarms
 from ingest.commit import commit
+from ingest.derived import Derived
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Session
 from ingest.pipeline import Accumulator, Limits, Message, quarantine_row
@@ -49,6 +50,7 @@ class Worker:
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish
         )
         self._unpublished: set[tuple[str, str]] = set()
+        self.derived = Derived(catalogue)
         self._writer: Writer | None = None
         self._last_log = time.monotonic()
         self.failed: BaseException | None = None  # what ended run() early, for whoever waits
@@ -133,6 +135,23 @@ class Worker:
             log.warning("alarm tick skipped: %s", e)
             writer.conn.close()
 
+    def _derive(self) -> None:
+        """Indices for the hours that completed since the last time (from hourly rollups)."""
+        writer = self._writer
+        if writer is None or writer.conn.closed:
+            return
+        try:
+            with writer.conn.transaction(), writer.conn.cursor() as cur:
+                batch = self.derived.due(cur, datetime.now(UTC))
+            if batch is not None:
+                result = commit(writer, batch, self.alarms)
+                self._unpublished |= result.alarms
+                self._flush_alarms(writer)
+                log.info("derived %d index readings", result.stored)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            log.warning("indices skipped: %s", e)
+            writer.conn.close()
+
     def _publish(self, topic: str, payload: bytes) -> None:
         self.session.client.publish(topic, payload, qos=1, retain=True)
 
@@ -209,7 +228,7 @@ class Worker:
             log.info("ingest stopped: %s", self.metrics.summary())
 
     def _loop(self, stop: threading.Event) -> None:
-        last_tick = 0.0
+        last_tick = last_derive = 0.0
         while not stop.is_set():
             if not self._commit(self._collect(stop), stop):
                 return
@@ -217,6 +236,9 @@ class Worker:
             if time.monotonic() - last_tick >= self.settings.tick_s:
                 last_tick = time.monotonic()
                 self._tick()
+            if time.monotonic() - last_derive >= self.settings.index_every_s:
+                last_derive = time.monotonic()
+                self._derive()
             self._maybe_log()
         remaining = self.inbox.qsize()
         while remaining > 0:

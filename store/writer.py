@@ -60,6 +60,18 @@ class GatewayStatus:
     at: float  # Unix seconds
 
 
+@dataclass(frozen=True)
+class DerivedInfo:
+    """What made a derived reading: the index table, and what set its value."""
+
+    sensor_id: str
+    quantity: str
+    ts_us: int
+    method: str
+    dominant: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Readings:
     """Valid readings in canonical units, columnar. ``series`` is filled by the writer."""
@@ -83,10 +95,15 @@ class Batch:
     sensors: list[SensorMeta] = field(default_factory=list)
     statuses: list[GatewayStatus] = field(default_factory=list)
     gateways_seen: dict[str, float] = field(default_factory=dict)  # gateway -> last message time
+    derived: list[DerivedInfo] = field(default_factory=list)
 
 
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def _ts_us(us: int) -> datetime:
+    return _UNIX_EPOCH + timedelta(microseconds=us)
 
 
 def encode_payload(payload: bytes) -> tuple[str, str]:
@@ -195,6 +212,16 @@ class Writer:
             self._quarantine(tx.cur, batch.quarantine)
         if batch.statuses or batch.gateways_seen:
             self._gateways(tx.cur, batch.statuses, batch.gateways_seen)
+        if batch.derived:
+            tx.cur.executemany(
+                "INSERT INTO derived_info (series_id, ts, method, dominant, detail)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (self._series[(d.sensor_id, d.quantity)], _ts_us(d.ts_us), d.method,
+                     d.dominant, json.dumps(d.detail))
+                    for d in batch.derived
+                ],
+            )
 
     @staticmethod
     def _upsert_sensors(cur: psycopg.Cursor[Any], metas: list[SensorMeta]) -> None:
