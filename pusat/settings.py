@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     tick_s: float = Field(
         1.0, gt=0, description="how often stale sensors, shelving and flapping are checked"
     )
+    index_every_s: float = Field(
+        60.0, gt=0, description="how often ingest derives the indices of completed hours"
+    )
     log_every_s: float = Field(10.0, gt=0, description="how often ingest logs its counters")
     metrics_port: int | None = Field(None, description="serve ingest Prometheus metrics here")
 
