@@ -19,8 +19,10 @@ from psycopg import sql
 from ingest.metrics import IngestMetrics
 from ingest.worker import Worker
 from processing import catalogue
+from pusat.embedded import timescale
 from pusat.embedded.broker import Broker, start_broker
 from pusat.embedded.postgres import Postgres, start_postgres
+from pusat.embedded.timescale import TimescaleDB
 from pusat.settings import Settings
 from store import db, migrate
 from tests.helpers import Publisher
@@ -28,28 +30,88 @@ from tests.helpers import Publisher
 TEMPLATE = "pusat_template"
 
 
+TIERS = ("postgresql", "timescaledb")
+ROOT_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "timescaledb-root.sh"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "tiers: run on plain PostgreSQL and on a real TimescaleDB (Apache edition)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Tests marked `tiers` that use a database run once per storage tier.
+    if "db_tier" in metafunc.fixturenames and metafunc.definition.get_closest_marker("tiers"):
+        metafunc.parametrize("db_tier", TIERS, indirect=True, scope="session")
+
+
+class Servers:
+    """Database servers by tier, started when first asked for, each with a migrated template."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.running: dict[str, Postgres | TimescaleDB] = {}
+
+    def url(self, tier: str) -> str:
+        if tier not in self.running:
+            self.running[tier] = self._start(tier)
+            server = self.running[tier]
+            with psycopg.connect(server.url, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+            with psycopg.connect(db.with_database(server.url, TEMPLATE)) as conn:
+                migrate.upgrade(conn)
+        return self.running[tier].url
+
+    def _start(self, tier: str) -> Postgres | TimescaleDB:
+        if tier == "postgresql":
+            return start_postgres(self.base / "pg" / "data", durable=False)
+        root = timescale.default_root()
+        if not timescale.root_ready(root):
+            pytest.skip(
+                f"TimescaleDB tier skipped: no root at {root}; `make test` builds it with"
+                f" {ROOT_SCRIPT.name} (needs root and Debian's mirror)"
+            )
+        return timescale.start_timescaledb(root, background_workers=False)
+
+    def stop(self) -> None:
+        for server in self.running.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    server = start_postgres(tmp_path_factory.mktemp("pg") / "data", durable=False)
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    with psycopg.connect(db.with_database(server.url, TEMPLATE)) as conn:
-        migrate.upgrade(conn)
-    yield server
-    server.stop()
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    s = Servers(tmp_path_factory.mktemp("db"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def db_tier(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "postgresql"))
+
+
+@pytest.fixture(scope="session")
+def pg(servers: Servers) -> Postgres:
+    """The plain PostgreSQL server (tests that stop and start servers use their own)."""
+    servers.url("postgresql")
+    server = servers.running["postgresql"]
+    assert isinstance(server, Postgres)
+    return server
 
 
 @pytest.fixture
-def database_url(pg: Postgres) -> Iterator[str]:
+def database_url(servers: Servers, db_tier: str) -> Iterator[str]:
+    admin = servers.url(db_tier)
     name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg.url, autocommit=True) as conn:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(TEMPLATE)
             )
         )
-    yield db.with_database(pg.url, name)
-    with psycopg.connect(pg.url, autocommit=True) as conn:
+    yield db.with_database(admin, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

@@ -22,6 +22,8 @@ from store import alerts as lifecycle
 from tests.conftest import RunningWorker
 from tests.helpers import Publisher, rows, wait_for
 
+pytestmark = pytest.mark.tiers
+
 
 class Watcher:
     """An MQTT client that keeps the newest payload per topic (a siren, an SMS gateway)."""

@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
+import pytest
 
 from store import copybin
+
+pytestmark = pytest.mark.tiers
 
 
 def test_rows_round_trip(database_url: str) -> None:

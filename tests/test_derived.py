@@ -16,6 +16,8 @@ from processing import catalogue
 from store.writer import Batch, Readings, SensorMeta, Writer
 from tests.helpers import rows
 
+pytestmark = pytest.mark.tiers
+
 CLEAN_LAKE = {
     "do": 7.0,
     "water_temperature": 29.0,

@@ -12,6 +12,8 @@ from pusat.settings import Settings
 from tests.conftest import RunningWorker
 from tests.helpers import Publisher, rows, scalar, wait_for
 
+pytestmark = pytest.mark.tiers
+
 
 def stored(url: str, sensor: str) -> dict[str, float]:
     return {

@@ -1,4 +1,5 @@
-"""The store on a real PostgreSQL: migrations, tier, public surface, stored-once writes."""
+"""The store on a real PostgreSQL and a real TimescaleDB: migrations, tier, public surface,
+stored-once writes."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import psycopg
 import pytest
 
 from ingest.commit import commit
-from store import migrate, tier
+from store import db, migrate, tier
 from store.writer import Batch, QuarantineRow, Readings, SensorMeta, Writer
+from tests.conftest import Servers
 from tests.helpers import rows, scalar
+
+pytestmark = pytest.mark.tiers
 
 PUBLIC = {
     "sensors": {"sensor_id", "domain", "district", "lat", "lon"},
@@ -42,23 +46,44 @@ def test_migrations_are_recorded_and_safe_to_repeat(database_url: str) -> None:
     assert versions == [m.version for m in migrate.available()]
 
 
-def test_fresh_database_upgrades_from_nothing(pg: object, database_url: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    with psycopg.connect(database_url) as conn:
-        assert migrate.current(conn) is None
-        applied = migrate.upgrade(conn)
-        assert [m.version for m in applied] == [m.version for m in migrate.available()]
-        assert migrate.upgrade(conn) == []
+def test_fresh_database_upgrades_from_nothing(servers: Servers, db_tier: str) -> None:
+    admin = servers.url(db_tier)
+    name = f"fresh_{int(time.time() * 1000)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(db.with_database(admin, name)) as conn:
+            assert migrate.current(conn) is None
+            applied = migrate.upgrade(conn)
+            assert [m.version for m in applied] == [m.version for m in migrate.available()]
+            assert migrate.upgrade(conn) == []
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def test_tier_is_plain_postgresql(database_url: str) -> None:
+def test_tier_is_detected(database_url: str, db_tier: str) -> None:
     with psycopg.connect(database_url) as conn:
         t = tier.detect(conn)
-    assert t.name == tier.POSTGRESQL
-    assert t.bucket_function == "date_bin"
-    assert t.timescaledb_version is None
+        hypertables = (
+            {
+                r[0]
+                for r in conn.execute(
+                    "SELECT hypertable_name FROM timescaledb_information.hypertables"
+                )
+            }
+            if t.timescale
+            else set()
+        )
+    if db_tier == "postgresql":
+        assert (t.name, t.bucket_function, t.timescaledb_version) == (
+            tier.POSTGRESQL,
+            "date_bin",
+            None,
+        )
+    else:
+        assert t.name == tier.TIMESCALE_APACHE and t.bucket_function == "time_bucket"
+        assert {"reading_data", "rollup_1m_data", "rollup_1h_data", "quarantine"} <= hypertables
 
 
 @pytest.mark.parametrize("relation", sorted(PUBLIC))
