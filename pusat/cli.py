@@ -136,5 +136,17 @@ def up(
     run(Settings(), stop_on_signals())
 
 
+# -- benchmarks (bench/) ----------------------------------------------------------------------------
+
+
+def _mount_bench() -> None:
+    from bench.cli import app as bench_app
+
+    app.add_typer(bench_app, name="bench")
+
+
+_mount_bench()
+
+
 def main() -> None:
     app()

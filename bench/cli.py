@@ -1,0 +1,140 @@
+"""`pusat bench ...`: the benchmarks, each against servers it starts (and stops) itself."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Benchmarks: Pusat against its baselines, measured side by side in one run.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def bench() -> None:
+    """Benchmarks: Pusat against its baselines, measured side by side in one run."""
+    # A callback keeps `ingest` a subcommand while it is the only one.
+
+
+@app.command()
+def ingest(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a small run of every phase (under a minute)")
+    ] = False,
+    messages: Annotated[
+        int | None,
+        typer.Option(
+            "--messages",
+            min=100,
+            help="one-reading messages for Pusat and the counter (default 100,000); the naive"
+            " ingestor gets a tenth, the SenML phase messages/20 packs of 100",
+        ),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", min=1.0, help="length of the latency phase (default 25)"),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials", min=1, help="repeat each pre-loaded pair, report the median (default 3)"
+        ),
+    ] = None,
+    concurrent: Annotated[
+        bool, typer.Option(help="also measure with the publisher running concurrently")
+    ] = True,
+    write_results: Annotated[
+        bool, typer.Option(help="update the ingest section of bench/RESULTS.md")
+    ] = False,
+) -> None:
+    """Ingest throughput and latency: Pusat's worker vs a naive ingestor, a do-nothing
+    subscriber and raw binary COPY, through a real Mosquitto and PostgreSQL."""
+    from dataclasses import replace
+
+    from bench import ingest as bench_ingest
+
+    base = bench_ingest.Config.quick() if quick else bench_ingest.Config()
+    if messages is not None:
+        base = base.scaled(messages)
+    config = replace(
+        base,
+        latency_seconds=seconds if seconds is not None else base.latency_seconds,
+        trials=trials if trials is not None else base.trials,
+        concurrent=concurrent,
+    )
+    flags = [
+        "--quick" if quick else "",
+        f"--messages {messages}" if messages is not None else "",
+        f"--seconds {seconds:g}" if seconds is not None else "",
+        f"--trials {trials}" if trials is not None else "",
+        "" if concurrent else "--no-concurrent",
+        "--write-results" if write_results else "",
+    ]
+    command = " ".join(["pusat bench ingest", *filter(None, flags)])
+    console = Console()
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        sys.exit(128 + signum)  # unwinds: every child and server is stopped on the way out
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        with console.status("starting") as status:
+
+            def progress(message: str) -> None:
+                console.log(message)
+                status.update(message)
+
+            result = bench_ingest.run(config, command=command, log=progress)
+    except bench_ingest.BenchError as e:
+        console.print(f"[red]benchmark failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    bench_ingest.print_result(result, console)
+    problems = bench_ingest.figures_are_sane(result)
+    if problems:
+        console.print(f"[red]implausible figures:[/red] {problems}")
+        raise typer.Exit(1)
+    if write_results:
+        bench_ingest.write_results(result)
+        console.print(f"updated {bench_ingest.RESULTS_FILE}")
+
+
+@app.command()
+def processing(
+    quick: Annotated[bool, typer.Option("--quick", help="small sizes (under a minute)")] = False,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=2.0, help="length of the alarm-latency phase")
+    ] = 20.0,
+    write_results: Annotated[
+        bool, typer.Option(help="update the processing section of bench/RESULTS.md")
+    ] = False,
+) -> None:
+    """Validation, alert rules, rollups and latest: vectorised against one reading at a time,
+    and the alarm latency from publish to the alarm row through a real broker and database."""
+    from dataclasses import replace
+
+    from bench import ingest as bench_ingest
+    from bench import processing as bench_processing
+
+    console = Console()
+    flags = [
+        "--quick" if quick else "",
+        f"--seconds {seconds:g}",
+        "--write-results" if write_results else "",
+    ]
+    try:
+        report = bench_processing.run_all(quick, seconds, console.log)
+    except bench_ingest.BenchError as e:
+        console.print(f"[red]benchmark failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    report = replace(report, command=" ".join(["pusat bench processing", *filter(None, flags)]))
+    console.print(bench_processing.markdown(report))
+    if write_results:
+        bench_processing.write_results(report)
+        console.print(f"updated {bench_ingest.RESULTS_FILE}")

@@ -1,0 +1,90 @@
+"""The ingest benchmark runs end to end in its quick mode and reports sane figures.
+
+Speed targets are never asserted here: they depend on the machine. This only checks that every
+phase measured something real (all readings arrived, positive finite times) and that the report
+can be rendered and written.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bench import ingest as bench
+from bench.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def result() -> bench.Result:
+    return bench.run(bench.Config.quick(), command="pytest tests/test_bench.py")
+
+
+def test_every_throughput_row_is_positive_and_complete(result: bench.Result) -> None:
+    c = result.config
+    expected = {
+        "pusat_json": c.messages,
+        "counter_json": c.messages,
+        "naive_json": c.naive_messages,
+        "senml_pusat": c.packs * bench.PACK_SIZE,
+        "senml_copy": c.packs * bench.PACK_SIZE,
+        "publisher": c.messages,
+        "pusat_concurrent": c.messages,
+        "counter_concurrent": c.messages,
+    }
+    for name, readings in expected.items():
+        x = getattr(result, name)
+        assert isinstance(x, bench.Throughput), name
+        assert x.readings == readings, name
+        assert math.isfinite(x.seconds) and x.seconds > 0, name
+        assert math.isfinite(x.rate) and x.rate > 0, name
+        if x.wall_seconds is not None:  # from the spawn: never shorter than the measured part
+            assert x.wall_seconds >= x.seconds, name
+    for worker in (result.pusat_json, result.senml_pusat):
+        assert worker.peak_rss_kib is not None and worker.peak_rss_kib > 10 * 1024
+    assert bench.figures_are_sane(result) == []
+
+
+def test_latency_phase_is_complete(result: bench.Result) -> None:
+    lat = result.latency
+    c = result.config
+    assert lat.readings == round(c.latency_rate / bench.PACK_SIZE * c.latency_seconds) * 100
+    assert 0 < lat.p50_ms <= lat.p90_ms <= lat.p99_ms <= lat.max_ms < 60_000
+    assert lat.publish_seconds > 0 and lat.achieved_rate > 0
+    assert lat.peak_rss_kib > 10 * 1024
+
+
+def test_aims_and_machine_are_reported(result: bench.Result) -> None:
+    aims = result.aims()
+    assert len(aims) == 4
+    assert all(math.isfinite(a.measured) and a.measured > 0 for a in aims)
+    m = result.machine
+    assert m.cpus >= 1 and m.memory_gib > 0
+    assert m.postgresql.startswith("PostgreSQL") and m.mosquitto.startswith("Mosquitto")
+
+
+def test_report_renders_and_updates_only_its_section(result: bench.Result, tmp_path: Path) -> None:
+    console = Console(record=True, width=200)
+    bench.print_result(result, console)
+    assert "Pusat worker" in console.export_text()
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\nkept before\n")
+    bench.write_results(result, path)
+    bench.write_results(result, path, notes="a note")  # replaces, never duplicates
+    text = path.read_text()
+    assert text.count(bench.SECTION_BEGIN) == 1 and text.count(bench.SECTION_END) == 1
+    assert "kept before" in text and "a note" in text
+    for row in bench.rows(result):
+        assert row.rate in text
+
+
+def test_cli_rejects_too_few_messages() -> None:
+    from typer.testing import CliRunner
+
+    outcome = CliRunner().invoke(app, ["ingest", "--messages", "5"])
+    assert outcome.exit_code != 0
