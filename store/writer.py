@@ -217,8 +217,13 @@ class Writer:
                 "INSERT INTO derived_info (series_id, ts, method, dominant, detail)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 [
-                    (self._series[(d.sensor_id, d.quantity)], _ts_us(d.ts_us), d.method,
-                     d.dominant, json.dumps(d.detail))
+                    (
+                        self._series[(d.sensor_id, d.quantity)],
+                        _ts_us(d.ts_us),
+                        d.method,
+                        d.dominant,
+                        json.dumps(d.detail),
+                    )
                     for d in batch.derived
                 ],
             )
@@ -359,21 +364,32 @@ class Tx:
         keep = unique_keys(series, r.ts_us)
         if len(keep) == 0:
             return keep
+        columns: list[tuple[str, npt.NDArray[np.generic]]] = [
+            ("int4", series[keep]),
+            ("timestamptz", r.ts_us[keep]),
+            ("float8", r.value[keep]),
+            ("timestamptz", r.received_us[keep]),
+        ]
+        # The usual case, nothing stored before: one COPY straight into the table, about twice
+        # as fast as staging. A duplicate key aborts it (only its savepoint rolls back) and the
+        # batch takes the staging path, which keeps what is new.
+        try:
+            with (
+                cur.connection.transaction(),
+                cur.copy(
+                    "COPY reading_data (series_id, ts, value, received_at)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as cp,
+            ):
+                cp.write(copybin.rows(columns))
+            return keep
+        except psycopg.errors.UniqueViolation:
+            pass
         with cur.copy(
             "COPY staging_readings (i, series_id, ts, value, received_at)"
             " FROM STDIN (FORMAT BINARY)"
         ) as cp:
-            cp.write(
-                copybin.rows(
-                    [
-                        ("int4", keep.astype(np.int32)),
-                        ("int4", series[keep]),
-                        ("timestamptz", r.ts_us[keep]),
-                        ("float8", r.value[keep]),
-                        ("timestamptz", r.received_us[keep]),
-                    ]
-                )
-            )
+            cp.write(copybin.rows([("int4", keep.astype(np.int32)), *columns]))
         cur.execute(
             "INSERT INTO reading_data (ts, series_id, value, received_at)"
             " SELECT ts, series_id, value, received_at FROM staging_readings"
