@@ -216,40 +216,88 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; then drain what was received, commit, ack and disconnect.
 
-        Messages that arrive after the stop are left unacknowledged: the broker keeps them for
-        the next start of this worker (or another member of its group).
+        Two threads: this one takes messages off the queue and decodes them into batches, a
+        writer thread commits and acknowledges them in order, so decoding the next batch
+        overlaps waiting for the database. Messages that arrive after the stop are left
+        unacknowledged: the broker keeps them for the next start of this worker (or another
+        member of its group).
         """
         self.session.start()
+        batches: queue.Queue[Accumulator | None] = queue.Queue(maxsize=2)
+        writer = threading.Thread(
+            target=self._write_loop, args=(batches, stop), name="ingest-writer", daemon=True
+        )
+        writer.start()
         try:
-            self._loop(stop)
+            self._collect_loop(batches, stop, writer)
         except BaseException as e:
             self.failed = e  # kept for the thread's owner, then raised as usual
+            stop.set()
             raise
         finally:
+            self._hand_over(batches, None, writer)
+            writer.join()
             self.session.stop()
             if self._writer is not None:
                 self._writer.conn.close()
             log.info("ingest stopped: %s", self.metrics.summary())
+        if self.failed is not None:
+            raise self.failed
 
-    def _loop(self, stop: threading.Event) -> None:
-        last_tick = last_derive = 0.0
+    @staticmethod
+    def _hand_over(
+        batches: queue.Queue[Accumulator | None], acc: Accumulator | None, writer: threading.Thread
+    ) -> bool:
+        """Queue a batch for the writer (waits while it is busy); False when the writer is gone."""
+        while writer.is_alive():
+            try:
+                batches.put(acc, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _collect_loop(
+        self,
+        batches: queue.Queue[Accumulator | None],
+        stop: threading.Event,
+        writer: threading.Thread,
+    ) -> None:
         while not stop.is_set():
-            if not self._commit(self._collect(stop), stop):
+            acc = self._collect(stop)
+            if acc.messages and not self._hand_over(batches, acc, writer):
                 return
             self.metrics.queue_depth.set(self.inbox.qsize())
-            if time.monotonic() - last_tick >= self.settings.tick_s:
-                last_tick = time.monotonic()
-                self._tick()
-            if time.monotonic() - last_derive >= self.settings.index_every_s:
-                last_derive = time.monotonic()
-                self._derive()
             self._maybe_log()
         remaining = self.inbox.qsize()
         while remaining > 0:
             acc = self._collect(stop, max_messages=remaining)
             remaining -= len(acc.messages)
-            if not acc.messages or not self._commit(acc, stop):
+            if not acc.messages or not self._hand_over(batches, acc, writer):
                 return
+
+    def _write_loop(self, batches: queue.Queue[Accumulator | None], stop: threading.Event) -> None:
+        """Commit and acknowledge batches in order; run the tick and the indices when due."""
+        last_tick = last_derive = 0.0
+        try:
+            while True:
+                try:
+                    acc = batches.get(timeout=min(self.settings.tick_s, 0.5))
+                except queue.Empty:
+                    acc = Accumulator(self.settings.topic_root, self.catalogue, self.limits)
+                if acc is None:
+                    return
+                if not self._commit(acc, stop):
+                    return  # stopped during an outage: nothing more can be committed
+                if time.monotonic() - last_tick >= self.settings.tick_s:
+                    last_tick = time.monotonic()
+                    self._tick()
+                if time.monotonic() - last_derive >= self.settings.index_every_s:
+                    last_derive = time.monotonic()
+                    self._derive()
+        except BaseException as e:  # noqa: BLE001 - not swallowed: run() raises it again
+            self.failed = e
+            stop.set()  # a bug: stop the collector too, so the failure is seen
 
     def _maybe_log(self) -> None:
         now = time.monotonic()
