@@ -26,12 +26,21 @@ from ingest.records import Rejection
 from processing import rules
 from processing.catalogue import Catalogue
 from pusat.settings import Settings
-from store import db
+from store import db, maintenance, tier
 from store.writer import Batch, Readings, Writer, notify
 
 log = logging.getLogger(__name__)
 
 STORE_ERROR = "store_error"
+
+
+def retention(s: Settings) -> maintenance.Retention:
+    return maintenance.Retention(
+        s.retention_readings_days,
+        s.retention_rollup_1m_days,
+        s.retention_rollup_1h_days,
+        s.retention_quarantine_days,
+    )
 
 
 class Worker:
@@ -151,6 +160,24 @@ class Worker:
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             log.warning("indices skipped: %s", e)
             writer.conn.close()
+
+    def _maintain(self) -> None:
+        """Retention (and compression on the community edition), by the tier's means."""
+        writer = self._writer
+        if writer is None or writer.conn.closed:
+            return
+        s = self.settings
+        try:
+            runs = maintenance.run(
+                writer.conn, tier.detect(writer.conn), retention(s), s.compress_after_days
+            )
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            log.warning("maintenance skipped: %s", e)
+            writer.conn.close()
+            return
+        for r in runs or []:
+            if r.removed:
+                log.info("retention: %s %s removed %d", r.table, r.method, r.removed)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self.session.client.publish(topic, payload, qos=1, retain=True)
@@ -278,7 +305,7 @@ class Worker:
 
     def _write_loop(self, batches: queue.Queue[Accumulator | None], stop: threading.Event) -> None:
         """Commit and acknowledge batches in order; run the tick and the indices when due."""
-        last_tick = last_derive = 0.0
+        last_tick = last_derive = last_maintain = 0.0
         try:
             while True:
                 try:
@@ -295,6 +322,9 @@ class Worker:
                 if time.monotonic() - last_derive >= self.settings.index_every_s:
                     last_derive = time.monotonic()
                     self._derive()
+                if time.monotonic() - last_maintain >= self.settings.maintenance_every_s:
+                    last_maintain = time.monotonic()
+                    self._maintain()
         except BaseException as e:  # noqa: BLE001 - not swallowed: run() raises it again
             self.failed = e
             stop.set()  # a bug: stop the collector too, so the failure is seen

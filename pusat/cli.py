@@ -75,20 +75,67 @@ def db_upgrade(log_level: LogLevel = "INFO") -> None:
 
 @db_app.command("status")
 def db_status(log_level: LogLevel = "WARNING") -> None:
-    """Show the database tier and the schema version."""
-    from store import db, migrate, tier
+    """Show the database tier, schema version, tables (rows, size, chunks, compression),
+    retention settings and the last maintenance runs."""
+    from store import db, maintenance, migrate, tier
 
     _logging(log_level)
-    url = _need_database(_settings())
+    settings = _settings()
+    url = _need_database(settings)
     with db.connect(url) as conn:
         t = tier.detect(conn)
         version = migrate.current(conn)
+        tables = maintenance.status(conn, t) if version is not None else []
+        runs = maintenance.last_runs(conn) if version is not None else []
     typer.echo(f"tier: {t.name}")
     typer.echo(f"postgresql: {t.server_version}")
     typer.echo(f"timescaledb: {t.timescaledb_version or '-'}")
     typer.echo(
         f"schema version: {version if version is not None else 'none (run pusat db upgrade)'}"
     )
+    if tables:
+        typer.echo("tables:")
+        for s in tables:
+            extra = ""
+            if s.chunks is not None:
+                extra = f", {s.chunks} chunks ({s.compressed_chunks} compressed)"
+            if s.compression_ratio:
+                extra += f", compression {s.compression_ratio:.1f}x"
+            typer.echo(f"  {s.table}: ~{s.rows or 0:,} rows, {s.bytes / 1048576:.1f} MiB{extra}")
+    r = settings
+    typer.echo(
+        f"retention (days, 0 = forever): readings {r.retention_readings_days:g},"
+        f" rollup_1m {r.retention_rollup_1m_days:g}, rollup_1h {r.retention_rollup_1h_days:g},"
+        f" quarantine {r.retention_quarantine_days:g}; compress after"
+        f" {r.compress_after_days:g} days (community edition)"
+    )
+    typer.echo("last maintenance runs:" if runs else "last maintenance runs: none")
+    for at, table, method, removed, cutoff in runs:
+        typer.echo(
+            f"  {at:%Y-%m-%d %H:%M:%S} {table}: {method}, removed {removed}"
+            + (f", before {cutoff:%Y-%m-%d %H:%M}" if cutoff else "")
+        )
+
+
+@db_app.command("maintain")
+def db_maintain(log_level: LogLevel = "INFO") -> None:
+    """Apply retention now (and compression policies on the community edition); ingest also
+    does this every PUSAT_MAINTENANCE_EVERY_S."""
+    from ingest.worker import retention
+    from store import db, maintenance, tier
+
+    _logging(log_level)
+    settings = _settings()
+    url = _need_database(settings)
+    with db.connect(url) as conn:
+        runs = maintenance.run(
+            conn, tier.detect(conn), retention(settings), settings.compress_after_days
+        )
+    if runs is None:
+        typer.echo("another process is running maintenance; nothing done")
+        return
+    for r in runs:
+        typer.echo(f"{r.table}: {r.method}, removed {r.removed}")
 
 
 @app.command()
@@ -136,7 +183,7 @@ def up(
     run(Settings(), stop_on_signals())
 
 
-# -- benchmarks (bench/) ----------------------------------------------------------------------------
+# -- benchmarks (bench/) ---------------------------------------------------------------------------
 
 
 def _mount_bench() -> None:

@@ -85,6 +85,24 @@ class Settings(BaseSettings):
     index_every_s: float = Field(
         60.0, gt=0, description="how often ingest derives the indices of completed hours"
     )
+    retention_readings_days: float = Field(
+        30.0, ge=0, description="raw readings older than this are removed (0: kept forever)"
+    )
+    retention_rollup_1m_days: float = Field(
+        365.0, ge=0, description="1-minute rollups older than this are removed (0: kept forever)"
+    )
+    retention_rollup_1h_days: float = Field(
+        0.0, ge=0, description="1-hour rollups older than this are removed (0: kept forever)"
+    )
+    retention_quarantine_days: float = Field(
+        90.0, ge=0, description="quarantined records older than this are removed (0: kept)"
+    )
+    compress_after_days: float = Field(
+        7.0, ge=0, description="TimescaleDB community edition: compress raw chunks this old"
+    )
+    maintenance_every_s: float = Field(
+        3600.0, gt=0, description="how often ingest applies retention (one worker at a time)"
+    )
     log_every_s: float = Field(10.0, gt=0, description="how often ingest logs its counters")
     metrics_port: int | None = Field(None, description="serve ingest Prometheus metrics here")
 
