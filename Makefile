@@ -9,8 +9,10 @@ STAMP  := $(VENV)/.installed-stamp
 
 # The TimescaleDB test tier runs in a Debian 13 root kept outside the checkout, built once.
 TSDB_ROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/tsdb-root
+# The community edition's SQL is checked on PGlite's TimescaleDB build (npm), kept there too.
+PGLITE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/pglite
 
-.PHONY: up test lint system-deps tsdb-root clean
+.PHONY: up test lint system-deps tsdb-root pglite clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,11 @@ tsdb-root:
 	@sh deploy/timescaledb-root.sh "$(TSDB_ROOT)" || \
 	  echo "warning: no TimescaleDB root; the suite reports its TimescaleDB tier as skipped"
 
+pglite:
+	@mkdir -p "$(PGLITE_DIR)" && cp deploy/pglite/package.json "$(PGLITE_DIR)/" && \
+	  (cd "$(PGLITE_DIR)" && npm install --no-audit --no-fund --silent) || \
+	  echo "warning: no PGlite TimescaleDB build; the suite reports its community tier as skipped"
+
 up: $(STAMP)
 	$(BIN)/pusat up
 
@@ -32,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: system-deps $(STAMP) lint tsdb-root
+test: system-deps $(STAMP) lint tsdb-root pglite
 	$(BIN)/pytest
 
 clean:

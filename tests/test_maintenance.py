@@ -25,8 +25,15 @@ def daily(now: datetime, days: int) -> Readings:
     """One reading a day at noon UTC, for `days` days back from today."""
     today = int(now.timestamp() * 1e6) // DAY_US * DAY_US
     ts = np.array([today - d * DAY_US + DAY_US // 2 for d in range(1, days + 1)], dtype=np.int64)
-    return Readings(["R1"] * days, ["pm25"] * days, [None] * days, ["gw"] * days, ts,
-                    np.arange(days, dtype=np.float64), np.full(days, ts.max(), dtype=np.int64))
+    return Readings(
+        ["R1"] * days,
+        ["pm25"] * days,
+        [None] * days,
+        ["gw"] * days,
+        ts,
+        np.arange(days, dtype=np.float64),
+        np.full(days, ts.max(), dtype=np.int64),
+    )
 
 
 def test_retention_drops_what_it_should_and_nothing_else(database_url: str, db_tier: str) -> None:
@@ -38,8 +45,12 @@ def test_retention_drops_what_it_should_and_nothing_else(database_url: str, db_t
         runs = maintenance.run(conn, t, maintenance.Retention(30, 365, 0, 90), 7, now)
     assert runs is not None
     cutoff = now - timedelta(days=30)
-    kept = {int(x) for (x,) in rows(
-        database_url, "SELECT (extract(epoch FROM ts) * 1000000)::bigint FROM reading_data")}
+    kept = {
+        int(x)
+        for (x,) in rows(
+            database_url, "SELECT (extract(epoch FROM ts) * 1000000)::bigint FROM reading_data"
+        )
+    }
     newer = {int(x) for x in r.ts_us if x >= cutoff.timestamp() * 1e6}
     assert newer <= kept  # nothing newer than the cutoff is touched
     if db_tier == "postgresql":
@@ -50,8 +61,9 @@ def test_retention_drops_what_it_should_and_nothing_else(database_url: str, db_t
         floor = int(cutoff.timestamp() * 1e6) // DAY_US * DAY_US
         assert kept == {int(x) for x in r.ts_us if x >= floor}
         method = "drop_chunks"
-    got = {(tbl, m) for tbl, m in rows(database_url,
-                                        "SELECT table_name, method FROM maintenance_runs")}
+    got = {
+        (tbl, m) for tbl, m in rows(database_url, "SELECT table_name, method FROM maintenance_runs")
+    }
     assert ("reading_data", method) in got
     # rollups keep their own, longer retention: the minute rollups of dropped days are still there
     assert rows(database_url, "SELECT count(*) FROM rollup_1m_data")[0][0] == 60
@@ -60,12 +72,14 @@ def test_retention_drops_what_it_should_and_nothing_else(database_url: str, db_t
 def test_db_status_and_maintain_commands(database_url: str, db_tier: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSAT_")}
     env["PUSAT_DATABASE_URL"] = database_url
-    out = subprocess.run([sys.executable, "-m", "pusat", "db", "maintain"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "pusat", "db", "maintain"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert "reading_data" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "pusat", "db", "status"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "pusat", "db", "status"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stderr
     expected = "postgresql" if db_tier == "postgresql" else "timescaledb-apache"
     assert f"tier: {expected}" in out.stdout
