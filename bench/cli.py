@@ -50,6 +50,9 @@ def ingest(
     concurrent: Annotated[
         bool, typer.Option(help="also measure with the publisher running concurrently")
     ] = True,
+    timescaledb: Annotated[
+        bool, typer.Option(help="also the SenML phase on TimescaleDB (when its root is built)")
+    ] = True,
     write_results: Annotated[
         bool, typer.Option(help="update the ingest section of bench/RESULTS.md")
     ] = False,
@@ -68,6 +71,7 @@ def ingest(
         latency_seconds=seconds if seconds is not None else base.latency_seconds,
         trials=trials if trials is not None else base.trials,
         concurrent=concurrent,
+        timescaledb=timescaledb,
     )
     flags = [
         "--quick" if quick else "",
@@ -75,6 +79,7 @@ def ingest(
         f"--seconds {seconds:g}" if seconds is not None else "",
         f"--trials {trials}" if trials is not None else "",
         "" if concurrent else "--no-concurrent",
+        "" if timescaledb else "--no-timescaledb",
         "--write-results" if write_results else "",
     ]
     command = " ".join(["pusat bench ingest", *filter(None, flags)])

@@ -71,6 +71,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from ingest import topics
+from pusat.embedded import timescale
 from pusat.embedded.broker import Broker, start_broker
 from pusat.embedded.postgres import Postgres, start_postgres
 from pusat.settings import Settings
@@ -123,6 +124,7 @@ class Config:
     latency_rate: int = 5_000  # readings/s during the latency phase
     concurrent: bool = True
     trials: int = 3  # of each pre-loaded Pusat/baseline pair, interleaved; the median is reported
+    timescaledb: bool = True  # also the SenML phase on TimescaleDB, when its root is built
 
     def scaled(self, messages: int) -> Config:
         """This run scaled on the number of one-reading messages."""
@@ -242,6 +244,9 @@ class Result:
     latency: Latency
     pusat_concurrent: Throughput | None = None
     counter_concurrent: Throughput | None = None
+    timescaledb: str | None = None  # its versions, when the TimescaleDB rows were measured
+    ts_senml_pusat: Throughput | None = None
+    ts_senml_copy: Throughput | None = None
 
     def throughputs(self) -> list[Throughput]:
         found = [
@@ -252,7 +257,16 @@ class Result:
             self.senml_pusat,
             self.senml_copy,
         ]
-        found += [t for t in (self.pusat_concurrent, self.counter_concurrent) if t is not None]
+        found += [
+            t
+            for t in (
+                self.pusat_concurrent,
+                self.counter_concurrent,
+                self.ts_senml_pusat,
+                self.ts_senml_copy,
+            )
+            if t is not None
+        ]
         return found
 
     def aims(self) -> list[Aim]:
@@ -771,19 +785,51 @@ class Services:
         self.env = _clean_env(work / "code")
         self.pg = pg
         self.broker = broker
+        self.admin = {"postgresql": pg.url}  # admin URL of each tier's server, by tier
         self.host = "127.0.0.1"
         self.port = broker.port
         self._children = 0
 
-    def database(self, name: str) -> str:
-        """A fresh database of the migrated schema."""
-        with psycopg.connect(self.pg.url, autocommit=True) as conn:
+    def database(self, name: str, tier: str = "postgresql") -> str:
+        """A fresh database of the migrated schema, on the server of ``tier``."""
+        admin = self.admin[tier]
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                     sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
                 )
             )
-        return psycopg.conninfo.make_conninfo(self.pg.url, dbname=name)
+        return psycopg.conninfo.make_conninfo(admin, dbname=name)
+
+    def add_timescaledb(self, log: Callable[[str], None]) -> str | None:
+        """Start a durable TimescaleDB (Apache edition) beside PostgreSQL with the same schema;
+        its version, or None when its root is not built."""
+        root = timescale.default_root()
+        if not timescale.root_ready(root):
+            log(f"no TimescaleDB root at {root}: the TimescaleDB rows are left out")
+            return None
+        ts = timescale.start_timescaledb(root, background_workers=False, durable=True)
+        self.stack.callback(ts.stop)
+        with psycopg.connect(ts.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
+            row = conn.execute("SHOW server_version").fetchone()
+        template = psycopg.conninfo.make_conninfo(ts.url, dbname=TEMPLATE_DB)
+        done = subprocess.run(
+            [sys.executable, "-m", "pusat", "db", "upgrade"],
+            env=self.env | {"PUSAT_DATABASE_URL": template},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"pusat db upgrade on TimescaleDB failed: {done.stderr}")
+        with psycopg.connect(template, autocommit=True) as conn:
+            ext = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+            ).fetchone()
+        self.admin["timescaledb"] = ts.url
+        return f"PostgreSQL {row[0] if row else '?'}, TimescaleDB {ext[0] if ext else '?'}"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], pipe: bool) -> Child:
         self._children += 1
@@ -1093,9 +1139,11 @@ def run_concurrent_counter(svc: Services, messages: int, t0: float) -> Throughpu
     )
 
 
-def run_copy(svc: Services, packs: int, t0: float, database: str) -> Throughput:
+def run_copy(
+    svc: Services, packs: int, t0: float, database: str, tier: str = "postgresql"
+) -> Throughput:
     """One binary COPY of as many rows as the SenML phase stored, same series and times."""
-    url = svc.database(database)
+    url = svc.database(database, tier)
     n = packs * PACK_SIZE
     with psycopg.connect(url) as conn:
         sensors = [f"S-{k}" for k in range(SENSORS)]
@@ -1308,6 +1356,27 @@ def run(config: Config, command: str = "", log: Callable[[str], None] | None = N
             copy_runs.append(run_copy(svc, config.packs, t0, f"copy_{k}"))
         senml_pusat, senml_copy = median(senml_runs), median(copy_runs)
 
+        ts_version = ts_pusat = ts_copy = None
+        if config.timescaledb:
+            say("SenML packs on TimescaleDB (Apache edition): starting it")
+            ts_version = svc.add_timescaledb(say)
+        if ts_version is not None:
+            ts_ids = [f"{senml_base}-ts-{k}" for k in range(trials)]
+            for client_id in ts_ids:
+                presubscribe(svc, client_id, topics.subscriptions(senml_root, None))
+            t0 = stream_start(config.packs, PACK_SPACING_S)
+            publish(svc, "senml", senml_root, config.packs, t0)
+            ts_runs, ts_copy_runs = [], []
+            for k in range(trials):
+                say(f"SenML packs on TimescaleDB: Pusat worker, trial {k + 1} of {trials}")
+                url = svc.database(f"ts_senml_{k}", "timescaledb")
+                ts_runs.append(
+                    run_pusat_preloaded(svc, "senml", url, senml_root, ts_ids[k], config.packs)
+                )
+                say(f"SenML packs on TimescaleDB: raw binary COPY, trial {k + 1} of {trials}")
+                ts_copy_runs.append(run_copy(svc, config.packs, t0, f"ts_copy_{k}", "timescaledb"))
+            ts_pusat, ts_copy = median(ts_runs), median(ts_copy_runs)
+
         say(f"latency: {config.latency_rate:,} readings/s for {config.latency_seconds:g} s")
         latency = run_latency(svc, config.latency_seconds, config.latency_rate)
         say("stopping servers")
@@ -1323,6 +1392,9 @@ def run(config: Config, command: str = "", log: Callable[[str], None] | None = N
         latency=latency,
         pusat_concurrent=pusat_concurrent,
         counter_concurrent=counter_concurrent,
+        timescaledb=ts_version,
+        ts_senml_pusat=ts_pusat,
+        ts_senml_copy=ts_copy,
     )
 
 
@@ -1388,6 +1460,17 @@ def rows(r: Result) -> list[Row]:
         row(f"2 SenML, {PACK_SIZE}/pack", s, f"{_pct(s.rate, k.rate)} of COPY"),
         row("", k, "baseline"),
     ]
+    if r.ts_senml_pusat and r.ts_senml_copy:
+        ts, tk = r.ts_senml_pusat, r.ts_senml_copy
+        out += [
+            row(
+                "2t SenML on TimescaleDB",
+                ts,
+                f"{_pct(ts.rate, tk.rate)} of its COPY; {_pct(ts.rate, s.rate)} of Pusat on"
+                " PostgreSQL",
+            ),
+            row("", tk, f"baseline; {_pct(tk.rate, k.rate)} of COPY on PostgreSQL"),
+        ]
     return out
 
 
@@ -1497,7 +1580,13 @@ def markdown(r: Result) -> str:
         f" Python {m.python}, {m.postgresql}, {m.mosquitto}; everything on loopback, started by"
         " the benchmark. The database is durable (fsync and synchronous commit on) with"
         " `track_commit_timestamp = on`; the worker runs with its default settings (batches of up"
-        " to 5,000 readings or 200 ms, Receive Maximum 20,000, which the baselines get too).",
+        " to 5,000 readings or 200 ms, Receive Maximum 20,000, which the baselines get too)."
+        + (
+            f" TimescaleDB rows: {r.timescaledb} (Apache edition, chrooted Debian 13 packages),"
+            " also durable, `reading_data` a hypertable of 1-day chunks."
+            if r.timescaledb
+            else ""
+        ),
         "",
         f"Sizes: {c.messages:,} one-reading messages for Pusat and the counter,"
         f" {c.naive_messages:,} for the naive ingestor, {c.packs:,} SenML packs of {PACK_SIZE}"

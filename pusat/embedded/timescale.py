@@ -104,12 +104,17 @@ class TimescaleDB:
 
 
 def start_timescaledb(
-    root: Path, port: int | None = None, *, background_workers: bool = True
+    root: Path,
+    port: int | None = None,
+    *,
+    background_workers: bool = True,
+    durable: bool = False,
 ) -> TimescaleDB:
     """A fresh cluster with TimescaleDB preloaded, on 127.0.0.1:`port` (free port if None).
 
     Without background workers no scheduler connects to databases on its own, so a database
-    can serve as a template (the test suite clones one per test).
+    can serve as a template (the test suite clones one per test). ``durable`` keeps fsync and
+    synchronous commit on (benchmarks); tests run without them.
     """
     if not root_ready(root):
         raise RuntimeError(f"no TimescaleDB root at {root}: run deploy/timescaledb-root.sh")
@@ -146,9 +151,11 @@ def start_timescaledb(
                 "-c timescaledb.telemetry_level=off",
                 # no /dev/shm in the root: dynamic shared memory in files instead
                 "-c dynamic_shared_memory_type=mmap",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
+                *(
+                    []
+                    if durable
+                    else ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+                ),
                 "-c max_connections=200",
                 "-c track_commit_timestamp=on",
                 # workers connect to databases by themselves; without them, templates work
