@@ -22,13 +22,48 @@ from pusat.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class Inbox:
+    """Messages from the MQTT callback to the worker, at most ``limit`` waiting.
+
+    A SimpleQueue (no lock on the common path) with a bound: when it is full the callback waits
+    until the worker has taken half, so the broker is slowed instead of anything being lost.
+    QoS 1 messages never fill it alone: Receive Maximum limits how many are unacknowledged.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._q: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._limit = limit
+        self._room = threading.Event()
+        self._room.set()
+
+    def put(self, m: Message) -> None:
+        if self._q.qsize() >= self._limit:
+            self._room.clear()
+            while self._q.qsize() >= self._limit:
+                self._room.wait(1.0)  # set by get(); re-checked, so a missed wake-up only delays
+        self._q.put(m)
+
+    def get(self, timeout: float) -> Message:
+        """The next message; queue.Empty after ``timeout`` seconds."""
+        m = self._q.get(timeout=timeout)
+        if not self._room.is_set() and self._q.qsize() <= self._limit // 2:
+            self._room.set()
+        return m
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+    def empty(self) -> bool:
+        return self._q.empty()
+
+
 class Session:
     """A paho client whose messages land in a bounded queue, tagged with the connection they came
     on: an acknowledgement is only sent on that same connection, since after a reconnect the
     broker redelivers unacknowledged messages under new packet ids.
     """
 
-    def __init__(self, settings: Settings, inbox: queue.Queue[Message]) -> None:
+    def __init__(self, settings: Settings, inbox: Inbox) -> None:
         self.settings = settings
         self.inbox = inbox
         self.generation = 0

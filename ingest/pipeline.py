@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,8 +29,9 @@ DECODERS: dict[str, Callable[[bytes, float], Decoded]] = {
 QUARANTINE_KEEP_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """One MQTT message as the callback saw it (a tuple: made once per message, cheaply)."""
+
     topic: str
     payload: bytes
     received_at: float  # Unix seconds, when the MQTT callback saw it

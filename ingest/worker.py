@@ -20,8 +20,8 @@ from ingest.alarms import Alarms
 from ingest.commit import commit
 from ingest.derived import Derived
 from ingest.metrics import IngestMetrics
-from ingest.mqtt import Session
-from ingest.pipeline import Accumulator, Limits, Message, quarantine_row
+from ingest.mqtt import Inbox, Session
+from ingest.pipeline import Accumulator, Limits, quarantine_row
 from ingest.records import Rejection
 from processing import rules
 from processing.catalogue import Catalogue
@@ -53,7 +53,7 @@ class Worker:
         self.limits = Limits(
             settings.max_payload_bytes, settings.max_skew_s, settings.horizon_s, settings.strict
         )
-        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=settings.queue_size)
+        self.inbox = Inbox(settings.queue_size)
         self.session = Session(settings, self.inbox)
         self.alarms = Alarms(
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish

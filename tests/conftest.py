@@ -6,6 +6,8 @@ unique client id, so tests never see each other's data.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -35,6 +37,12 @@ ROOT_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "timescaledb-r
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A temp root of this session's own: pytest cleans up old numbered temp dirs when a session
+    # starts, which would pull the data directories from under the servers of a session still
+    # running beside it (two suites on one machine).
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="pusat-tests-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
     config.addinivalue_line(
         "markers", "tiers: run on plain PostgreSQL and on a real TimescaleDB (Apache edition)"
     )
