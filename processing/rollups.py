@@ -61,10 +61,38 @@ def empty() -> Partials:
     return Partials(np.empty(0, dtype=np.int32), i64, i64, f64, f64, f64, i64, f64, i64, f64)
 
 
-def _at_times(times: I64, values: F64, wanted: I64, counts: npt.NDArray[np.intp]) -> F64:
-    """Per group, the value whose time equals the group's wanted time (times unique per group)."""
-    picked: F64 = values[times == np.repeat(wanted, counts)]
-    return picked
+class _Groups:
+    """Contiguous groups given by their starts; reductions that cost nothing for the singleton
+    groups (readings a minute apart are mostly alone in their minute, and ``ufunc.reduceat``
+    pays per group)."""
+
+    def __init__(self, starts: npt.NDArray[np.intp], n: int) -> None:
+        self.starts = starts
+        self.counts = np.diff(np.append(starts, n))
+        multi = np.flatnonzero(self.counts > 1)
+        self.multi = multi
+        sizes = self.counts[multi]
+        ends = np.cumsum(sizes)
+        self.sub_starts = ends - sizes  # where each multi group starts inside `pos`
+        # positions of the members of the multi-element groups, group by group
+        self.pos = np.repeat(starts[multi] - self.sub_starts, sizes) + np.arange(
+            int(ends[-1]) if len(ends) else 0
+        )
+
+    def reduce(self, ufunc: np.ufunc, x: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        out = x[self.starts]  # a copy; right as it is for the singletons
+        if len(self.multi):
+            out[self.multi] = ufunc.reduceat(x[self.pos], self.sub_starts)
+        return out
+
+    def at_times(self, times: I64, values: F64, wanted: I64) -> F64:
+        """Per group, the value whose time equals the group's wanted time (times unique)."""
+        out: F64 = values[self.starts]
+        if len(self.multi):
+            t, v = times[self.pos], values[self.pos]
+            hit = t == np.repeat(wanted[self.multi], self.counts[self.multi])
+            out[self.multi] = v[hit]
+        return out
 
 
 def of_readings(series: I32, ts_us: I64, value: F64, width_us: int) -> Partials:
@@ -76,21 +104,20 @@ def of_readings(series: I32, ts_us: I64, value: F64, width_us: int) -> Partials:
     # sorted by (series, bucket); the order inside a bucket does not matter
     order = stable_order(slot, series)
     s, b, t, v = series[order], bucket[order], ts_us[order], value[order]
-    starts = _segments(s, b)
-    counts = np.diff(np.append(starts, len(s)))
-    first_ts = np.minimum.reduceat(t, starts)
-    last_ts = np.maximum.reduceat(t, starts)
+    g = _Groups(_segments(s, b), len(s))
+    first_ts: I64 = g.reduce(np.minimum, t)  # type: ignore[assignment]
+    last_ts: I64 = g.reduce(np.maximum, t)  # type: ignore[assignment]
     return Partials(
-        series=s[starts],
-        bucket=b[starts],
-        count=counts.astype(np.int64),
-        sum=np.add.reduceat(v, starts),
-        min=np.minimum.reduceat(v, starts),
-        max=np.maximum.reduceat(v, starts),
+        series=s[g.starts],
+        bucket=b[g.starts],
+        count=g.counts.astype(np.int64),
+        sum=g.reduce(np.add, v),  # type: ignore[arg-type]
+        min=g.reduce(np.minimum, v),  # type: ignore[arg-type]
+        max=g.reduce(np.maximum, v),  # type: ignore[arg-type]
         first_ts=first_ts,
-        first=_at_times(t, v, first_ts, counts),
+        first=g.at_times(t, v, first_ts),
         last_ts=last_ts,
-        last=_at_times(t, v, last_ts, counts),
+        last=g.at_times(t, v, last_ts),
     )
 
 
@@ -99,17 +126,17 @@ def coarsen(p: Partials, width_us: int) -> Partials:
     if len(p) == 0:
         return p
     bucket = p.bucket - p.bucket % width_us
-    starts = _segments(p.series, bucket)
-    ends = np.append(starts[1:], len(p)) - 1
+    g = _Groups(_segments(p.series, bucket), len(p))
+    ends = np.append(g.starts[1:], len(p)) - 1
     return Partials(
-        series=p.series[starts],
-        bucket=bucket[starts],
-        count=np.add.reduceat(p.count, starts),
-        sum=np.add.reduceat(p.sum, starts),
-        min=np.minimum.reduceat(p.min, starts),
-        max=np.maximum.reduceat(p.max, starts),
-        first_ts=p.first_ts[starts],
-        first=p.first[starts],
+        series=p.series[g.starts],
+        bucket=bucket[g.starts],
+        count=g.reduce(np.add, p.count),  # type: ignore[arg-type]
+        sum=g.reduce(np.add, p.sum),  # type: ignore[arg-type]
+        min=g.reduce(np.minimum, p.min),  # type: ignore[arg-type]
+        max=g.reduce(np.maximum, p.max),  # type: ignore[arg-type]
+        first_ts=p.first_ts[g.starts],
+        first=p.first[g.starts],
         last_ts=p.last_ts[ends],
         last=p.last[ends],
     )
