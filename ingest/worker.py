@@ -305,7 +305,9 @@ class Worker:
 
     def _write_loop(self, batches: queue.Queue[Accumulator | None], stop: threading.Event) -> None:
         """Commit and acknowledge batches in order; run the tick and the indices when due."""
-        last_tick = last_derive = last_maintain = 0.0
+        # the tick and the indices at once; maintenance first after its interval, not at start
+        last_tick = last_derive = 0.0
+        last_maintain = time.monotonic()
         try:
             while True:
                 try:

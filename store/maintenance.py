@@ -167,6 +167,11 @@ class TableStatus:
 
 
 def status(conn: psycopg.Connection[Any], tier: Tier) -> list[TableStatus]:
+    with conn.transaction():  # leaves no transaction open behind it
+        return _status(conn, tier)
+
+
+def _status(conn: psycopg.Connection[Any], tier: Tier) -> list[TableStatus]:
     hyper = _hypertables(conn) if tier.timescale else set()
     out = []
     for t in (

@@ -61,8 +61,9 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[Migration]:
 
 def current(conn: psycopg.Connection[Any]) -> int | None:
     """The newest applied migration, None on an empty database."""
-    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return None
-    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    with conn.transaction():  # leaves no transaction open behind it
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
     return None if row is None else row[0]

@@ -32,11 +32,14 @@ class Tier:
 
 
 def detect(conn: psycopg.Connection[Any]) -> Tier:
-    row = conn.execute(
-        "SELECT current_setting('server_version'),"
-        " (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
-        " current_setting('timescaledb.license', true)"
-    ).fetchone()
+    # In a transaction block of its own: a bare query on a connection that is not in autocommit
+    # would leave a transaction open, and every later `transaction()` would only be a savepoint.
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT current_setting('server_version'),"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
+            " current_setting('timescaledb.license', true)"
+        ).fetchone()
     assert row is not None
     version, ts_version, license_ = row
     if ts_version is None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg import pq
 
 from processing.rollups import Partials
 from store import copybin
@@ -193,6 +194,10 @@ class Writer:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         """One batch's transaction: everything written through the Tx commits together."""
+        if self.conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            # Otherwise this would be a savepoint in a transaction nobody commits: acknowledged
+            # but never stored. A caller left a transaction open; that is the bug to fix.
+            raise RuntimeError("the writer's connection is already inside a transaction")
         if not self._staging_ready:
             with self.conn.transaction():
                 for ddl in _STAGING:

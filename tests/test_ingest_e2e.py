@@ -306,3 +306,37 @@ def test_strict_mode_quarantines_unknown_sensors(settings: Settings, publisher: 
         assert count(url, "sensors") == 1
     finally:
         w.stop()
+
+
+def test_maintenance_between_batches_leaves_every_batch_committed(
+    settings: Settings, publisher: Publisher
+) -> None:
+    """Retention runs on the writer's connection between batches; afterwards each batch must
+    still commit (a query left open there once turned every later batch into a savepoint)."""
+    url = settings.database_url
+    assert url
+    w = RunningWorker(settings.with_(maintenance_every_s=0.05)).start()
+    try:
+        root = settings.topic_root
+        for i in range(5):
+            publisher.publish(
+                f"{root}/gw/json", json.dumps({"sensor": f"MT-{i}", "values": {"pm25": i}})
+            )
+            wait_for(lambda i=i: count(url) == i + 1, what=f"reading {i} committed")
+        assert int(scalar(url, "SELECT count(*) FROM maintenance_runs")) > 0
+    finally:
+        w.stop()
+
+
+def test_writer_refuses_a_connection_left_in_a_transaction(database_url: str) -> None:
+    import psycopg
+
+    from store.writer import Writer
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1")  # opens a transaction and leaves it open
+        with (
+            pytest.raises(RuntimeError, match="already inside a transaction"),
+            Writer(conn).transaction(),
+        ):
+            pass
