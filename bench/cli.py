@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench import results
+
 app = typer.Typer(
     help="Benchmarks: Pusat against its baselines, measured side by side in one run.",
     no_args_is_help=True,
@@ -107,7 +109,7 @@ def ingest(
         raise typer.Exit(1)
     if write_results:
         bench_ingest.write_results(result)
-        console.print(f"updated {bench_ingest.RESULTS_FILE}")
+        console.print(f"updated {results.RESULTS_FILE}")
 
 
 @app.command()
@@ -142,4 +144,13 @@ def processing(
     console.print(bench_processing.markdown(report))
     if write_results:
         bench_processing.write_results(report)
-        console.print(f"updated {bench_ingest.RESULTS_FILE}")
+        console.print(f"updated {results.RESULTS_FILE}")
+
+
+def _mount_query() -> None:
+    from bench.query import query_command
+
+    app.command("query")(query_command)
+
+
+_mount_query()

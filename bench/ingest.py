@@ -70,6 +70,7 @@ from psycopg import sql
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
+from bench import results
 from ingest import topics
 from pusat.embedded import timescale
 from pusat.embedded.broker import Broker, start_broker
@@ -79,9 +80,7 @@ from store import copybin
 
 T = TypeVar("T")
 
-RESULTS_FILE = Path(__file__).with_name("RESULTS.md")
-SECTION_BEGIN = "<!-- bench:ingest:begin -->"
-SECTION_END = "<!-- bench:ingest:end -->"
+SECTION_BEGIN, SECTION_END = results.markers("ingest")
 
 SENSORS = 200  # distinct sensors (series) in every phase
 GATEWAYS = 5
@@ -1636,19 +1635,12 @@ def markdown(r: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(r: Result, path: Path = RESULTS_FILE, notes: str = "") -> None:
-    """Replace this benchmark's section of ``path`` (or append it); the rest stays as it is.
-    ``notes`` (markdown) go at the end of the section."""
+def write_results(r: Result, path: Path = results.RESULTS_FILE, notes: str = "") -> None:
+    """Replace this benchmark's section of ``path``; ``notes`` (markdown) go at its end."""
     section = markdown(r)
     if notes:
         section = section.replace(SECTION_END, "\n" + notes.strip() + "\n" + SECTION_END)
-    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n"
-    begin, end = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + section + text[end + len(SECTION_END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    results.replace_section("ingest", section, path)
 
 
 def figures_are_sane(r: Result) -> list[str]:

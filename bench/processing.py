@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from bench import results
 from processing import catalogue as catalogue_mod
 from processing import latest, rollups, rules, validate
 from processing.alerts import NONE, Engine
@@ -222,8 +223,7 @@ def run(
 
 # -- the whole benchmark: compute, then the alarm latency through real services ------------------
 
-SECTION_BEGIN = "<!-- bench:processing:begin -->"
-SECTION_END = "<!-- bench:processing:end -->"
+SECTION_BEGIN, SECTION_END = results.markers("processing")
 AIM_RATIO = 50.0
 AIM_PER_CORE = 5_000_000.0
 AIM_ALARM_P99_MS = 1000.0
@@ -311,14 +311,4 @@ def markdown(r: Report) -> str:
 
 
 def write_results(r: Report) -> None:
-    from bench import ingest as bench_ingest
-
-    path = bench_ingest.RESULTS_FILE
-    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n"
-    section = markdown(r)
-    begin, end = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    if begin >= 0 and end > begin:
-        text = text[:begin] + section + text[end + len(SECTION_END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    results.replace_section("processing", markdown(r))

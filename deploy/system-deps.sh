@@ -6,6 +6,8 @@ set -eu
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+# The wall's browser test drives Debian's Chromium with Playwright (no browser download here).
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 
 [ -z "$missing" ] && exit 0
 

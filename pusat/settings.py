@@ -106,6 +106,48 @@ class Settings(BaseSettings):
     log_every_s: float = Field(10.0, gt=0, description="how often ingest logs its counters")
     metrics_port: int | None = Field(None, description="serve ingest Prometheus metrics here")
 
+    # -- the HTTP API and /wall (api/) ------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    api_port: int = Field(8080, ge=1, le=65535, description="port the HTTP API listens on")
+    api_pool_size: int = Field(
+        10, ge=1, description="most database connections the API holds at once"
+    )
+    api_query_timeout_s: float = Field(
+        30.0, gt=0, description="an API query running longer is cancelled (statement_timeout)"
+    )
+    api_max_points: int = Field(
+        200_000,
+        ge=100,
+        description="most points one readings request may return (buckets x series, or raw rows)",
+    )
+    api_token_cache_s: float = Field(
+        10.0, ge=0, description="how long a checked API token is trusted before a re-check"
+    )
+    wall_stale_s: float = Field(
+        120.0, gt=0, description="the wall's freshness indicator turns red after this silence"
+    )
+
+    # -- Grafana walls and gateway credentials (pusat/grafana, pusat/gateways.py) -----------------
+    grafana_url: str | None = Field(
+        None,
+        description="the Grafana `pusat grafana push` writes to (user:password@ in it: basic auth)",
+    )
+    grafana_token: str | None = Field(
+        None, description="Grafana service account token for `pusat grafana push`"
+    )
+    grafana_db_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of Grafana's data source, as Grafana's host reaches the"
+        " database, with the read-only role pusat_grafana; unset: PUSAT_DATABASE_URL's host"
+        " and database as pusat_grafana without a password",
+    )
+    mosquitto_password_file: Path = Field(
+        Path("deploy/mosquitto/passwd"), description="Mosquitto password file of the gateways"
+    )
+    mosquitto_acl_file: Path = Field(
+        Path("deploy/mosquitto/acl"), description="Mosquitto ACL file of the gateways"
+    )
+
     @field_validator("topic_root")
     @classmethod
     def _no_wildcards(cls, v: str) -> str:

@@ -1,7 +1,8 @@
 """`pusat up`: the whole command centre in one process tree on one machine.
 
-Embedded PostgreSQL and broker in PUSAT_HOME unless their URLs are set, migrations, and an
-ingest worker; a live status line until Ctrl-C or SIGTERM, then everything stops in order.
+Embedded PostgreSQL and broker in PUSAT_HOME unless their URLs are set, migrations, an ingest
+worker, the HTTP API with its /wall and the simulated city; a live status line until Ctrl-C or
+SIGTERM, then everything stops in order: the city, ingest (which drains), the API, the services.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import psycopg
 from psycopg import sql
 from rich.console import Console
 from rich.live import Live
 
+from api import auth
+from api.server import ServerThread
 from ingest.metrics import IngestMetrics
 from ingest.worker import Worker
 from processing import catalogue
@@ -27,6 +32,9 @@ from pusat.embedded.broker import start_broker
 from pusat.embedded.postgres import start_postgres
 from pusat.settings import Settings
 from store import db, migrate, tier
+
+if TYPE_CHECKING:
+    from simulators.runner import Progress
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +92,112 @@ def services(settings: Settings, console: Console) -> Iterator[Settings]:
         yield settings.with_(database_url=database_url, mqtt_url=mqtt_url, home=Path(home))
 
 
-def _status(metrics: IngestMetrics, started: float, rate: float) -> str:
-    return (
-        f"[bold]pusat[/] up {time.monotonic() - started:6.0f}s | {rate:8.0f} readings/s | "
-        + metrics.summary()
-    )
+# -- the API and its wall --------------------------------------------------------------------
+
+WALL_TOKEN_FILE = "wall-token"  # in PUSAT_HOME, readable by its owner only
+WALL_TOKEN_NAME = "pusat-up-wall"
 
 
-def run(settings: Settings, stop: threading.Event) -> None:
+def _wall_token(s: Settings) -> str | None:
+    """An operator token for the printed wall URL, kept in PUSAT_HOME across restarts.
+
+    The person at this machine started the centre, so their wall may acknowledge alarms.
+    """
+    if s.anonymous_read:
+        return None
+    assert s.database_url is not None
+    path = s.home / WALL_TOKEN_FILE
+    with db.connect(s.database_url) as conn:
+        if path.exists():
+            secret = path.read_text().strip()
+            live = conn.execute(
+                "SELECT 1 FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+                (auth.hash_token(secret),),
+            ).fetchone()
+            if live:
+                return secret
+        # Its secret is lost (or it was revoked): replace the token of that name.
+        auth.revoke_token(conn, WALL_TOKEN_NAME)
+        _, secret = auth.create_token(conn, "operator", WALL_TOKEN_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # also when an older file was left with wider rights
+    path.write_text(secret + "\n")
+    return secret
+
+
+def _start_api(s: Settings, console: Console) -> ServerThread:
+    s = s.with_(api_port=_port(s.api_port))
+    server = ServerThread(s).start()
+    token = _wall_token(s)
+    # soft_wrap: a URL broken over two lines cannot be clicked or copied.
+    console.print(f"API: {server.url}/api/v1 (documentation: {server.url}/docs)", soft_wrap=True)
+    console.print(f"wall: {server.url}/wall" + (f"?token={token}" if token else ""), soft_wrap=True)
+    return server
+
+
+class City:
+    """The simulated city in a thread of its own; what it last reported, for the status line."""
+
+    def __init__(self, settings: Settings, speed: float) -> None:
+        self.stop = threading.Event()
+        self.progress: Progress | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(settings, speed), name="city", daemon=True
+        )
+
+    def _run(self, settings: Settings, speed: float) -> None:
+        from simulators import city
+        from simulators.publisher import PublishError
+        from simulators.traffic import SumoMissing
+        from simulators.wetland import SwmmMissing
+
+        try:
+            city.run(settings, self.stop, speed=speed, on_progress=self._seen)
+        except (SumoMissing, SwmmMissing, PublishError) as e:
+            self.error = str(e)  # shown on the status line; the rest of the centre carries on
+
+    def _seen(self, p: Progress) -> None:
+        self.progress = p
+
+    def status(self) -> str:
+        if self.error:
+            return f"city: stopped ({self.error})"
+        p = self.progress
+        if p is None:
+            return "city: starting"
+        return f"city: {p.messages:,} messages, {p.msg_rate:,.0f} msg/s"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def _active_alarms(url: str) -> int | None:
+    try:
+        with db.connect(url, autocommit=True, application="pusat-up") as conn:
+            row = conn.execute("SELECT count(*) FROM alerts WHERE state <> 'closed'").fetchone()
+    except psycopg.OperationalError:
+        return None
+    return int(row[0]) if row else None
+
+
+def _status(
+    metrics: IngestMetrics, started: float, rate: float, alarms: int | None, city: City | None
+) -> str:
+    parts = [
+        f"[bold]pusat[/] up {time.monotonic() - started:6.0f}s",
+        f"{rate:8.0f} readings/s",
+        metrics.summary(),
+        f"open alarms {alarms if alarms is not None else '?'}",
+    ]
+    if city is not None:
+        parts.append(city.status())
+    return " | ".join(parts)
+
+
+def run(settings: Settings, stop: threading.Event, city: bool = True, speed: float = 1.0) -> None:
     console = Console()
     with services(settings, console) as s:
         assert s.database_url is not None
@@ -103,17 +209,31 @@ def run(settings: Settings, stop: threading.Event) -> None:
         worker = Worker(s, catalogue.load(), metrics)
         thread = threading.Thread(target=worker.run, args=(stop,), name="ingest", daemon=True)
         thread.start()
+        api_server: ServerThread | None = None
+        simulated: City | None = None
         try:
             # Announce the running centre (other commands find it through PUSAT_HOME) once
             # ingest listens, so whoever reads the state can publish straight away.
             worker.session.subscribed.wait(30)
             runtime.save(s.home, runtime.State(s.database_url, s.mqtt_url, os.getpid()))
             console.print(f"publish readings to {s.mqtt_url} under {s.topic_root}/<gateway>/<kind>")
+            api_server = _start_api(s, console)
+            if city:
+                simulated = City(s, speed)
+                simulated.thread.start()
+                console.print(
+                    f"the simulated city publishes to it (speed {speed:g}x);"
+                    " `pusat up --no-city` runs without it"
+                )
             console.print("Ctrl-C stops everything.")
-            _watch(console, metrics, thread, stop)
+            _watch(console, metrics, thread, stop, s.database_url, simulated)
         finally:
+            if simulated is not None:
+                simulated.close()  # first: its gateways say offline while ingest still listens
             stop.set()
             thread.join()
+            if api_server is not None:
+                api_server.stop()
             runtime.clear(s.home)
         console.print("stopped: " + metrics.summary())
         if worker.failed is not None:
@@ -121,15 +241,23 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 
 def _watch(
-    console: Console, metrics: IngestMetrics, thread: threading.Thread, stop: threading.Event
+    console: Console,
+    metrics: IngestMetrics,
+    thread: threading.Thread,
+    stop: threading.Event,
+    url: str,
+    city: City | None,
 ) -> None:
     """A live status line until stopped (or until ingest ends by itself, which is an error)."""
     started = time.monotonic()
     last_stored, last_t = 0.0, started
+    alarms: int | None = None
     with Live(console=console, refresh_per_second=2, transient=True) as live:
         while not stop.wait(1.0) and thread.is_alive():
             now = time.monotonic()
             stored = metrics.value("pusat_ingest_readings_stored_total")
             rate = (stored - last_stored) / (now - last_t)
             last_stored, last_t = stored, now
-            live.update(_status(metrics, started, rate))
+            if int(now - started) % 5 == 0:
+                alarms = _active_alarms(url)
+            live.update(_status(metrics, started, rate, alarms, city))

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from processing.rollups import Partials
+
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 # PostgreSQL counts time from 2000-01-01 UTC in microseconds.
@@ -43,4 +45,22 @@ def readings(
     """Rows of (series_id, ts, value, received_at), the layout of `reading_data`'s staging."""
     return rows(
         [("int4", series), ("timestamptz", ts_us), ("float8", value), ("timestamptz", received_us)]
+    )
+
+
+def partials(p: Partials) -> bytes:
+    """Rows of rollup partials, in the column order of the rollup tables."""
+    return rows(
+        [
+            ("int4", p.series),
+            ("timestamptz", p.bucket),
+            ("int8", p.count),
+            ("float8", p.sum),
+            ("float8", p.min),
+            ("float8", p.max),
+            ("timestamptz", p.first_ts),
+            ("float8", p.first),
+            ("timestamptz", p.last_ts),
+            ("float8", p.last),
+        ]
     )

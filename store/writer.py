@@ -447,20 +447,5 @@ class Tx:
             return
         self.cur.execute("TRUNCATE staging_rollups")
         with self.cur.copy("COPY staging_rollups FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(
-                copybin.rows(
-                    [
-                        ("int4", p.series),
-                        ("timestamptz", p.bucket),
-                        ("int8", p.count),
-                        ("float8", p.sum),
-                        ("float8", p.min),
-                        ("float8", p.max),
-                        ("timestamptz", p.first_ts),
-                        ("float8", p.first),
-                        ("timestamptz", p.last_ts),
-                        ("float8", p.last),
-                    ]
-                )
-            )
+            cp.write(copybin.partials(p))
         self.cur.execute(_MERGE_ROLLUP.format(table=table).encode())

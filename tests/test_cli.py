@@ -99,7 +99,7 @@ def test_pusat_up_runs_the_centre_and_stops_cleanly(tmp_path: Path, embedded: st
     log = tmp_path / "up.log"
     env = env_without_pusat(PUSAT_HOME=str(home), PUSAT_BATCH_MS="50", PUSAT_EMBEDDED=embedded)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pusat", "up"],
+        [sys.executable, "-m", "pusat", "up", "--no-city"],
         cwd=tmp_path,
         env=env,
         stdout=log.open("wb"),
@@ -136,6 +136,38 @@ def test_pusat_up_runs_the_centre_and_stops_cleanly(tmp_path: Path, embedded: st
         assert "stopped:" in out
         assert f"database ({'debian' if embedded == 'system' else 'pgserver'})" in out
         assert f"broker ({'mosquitto' if embedded == 'system' else 'iotcore'})" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_pusat_up_runs_the_simulated_city_by_default(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    log = tmp_path / "up.log"
+    env = env_without_pusat(PUSAT_HOME=str(home), PUSAT_BATCH_MS="50", PUSAT_EMBEDDED="system")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pusat", "up"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        state_file = home / "state.json"
+        wait_for(state_file.exists, timeout=60, what=f"pusat up to start ({log})")
+        url = json.loads(state_file.read_text())["database_url"]
+        # the city's stations describe themselves and publish within seconds of the start
+        wait_for(
+            lambda: scalar(url, "SELECT count(DISTINCT sensor_id) FROM readings") >= 10,
+            timeout=60,
+            interval=0.5,
+            what=f"readings from the simulated city ({log})",
+        )
+        assert scalar(url, "SELECT count(*) FROM sensors WHERE provisioned") >= 10
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+        assert "simulated city" in log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -62,11 +62,11 @@ def test_indices_for_completed_hours(database_url: str) -> None:
         commit(w, Batch(hourly("WQ-1", CLEAN_LAKE, hours[-1:])))
         commit(w, Batch(hourly("LOOP-1", {"speed": 30.0}, hours[-1:])))
         derived = Derived(catalogue.load())
-        with conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
             batch = derived.due(cur, now)
         assert batch is not None
         commit(w, batch)
-        with conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
             again = derived.due(cur, now)
     assert again is None  # each hour's index is derived once
     got = {

@@ -1,0 +1,143 @@
+"""The application factory: ``create_app(settings)`` builds a FastAPI app around one settings
+object. Its lifespan opens the connection pool and the live hub and closes them; nothing is
+created at import time, so several apps (the tests, `pusat up`) can live in one process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import alerts, errors, health, latest, live, quarantine, readings, sensors, tokens, wall
+from api.auth import TokenCache
+from api.hub import Hub
+from api.metrics import ApiMetrics
+from api.state import ApiState
+from processing import catalogue as catalogue_module
+from processing.catalogue import Catalogue
+from pusat.settings import Settings
+
+DESCRIPTION = """\
+Pusat's HTTP API: sensors, time series at any resolution (JSON, CSV, Parquet), latest values,
+alarms and their lifecycle, quarantine and replay, a live event stream, and the `/wall`
+command-centre page.
+
+**Auth.** Send `Authorization: Bearer <token>` (GET requests may put it in `?token=` instead).
+Create tokens with `pusat token create --role viewer|operator|engineer|admin`. Reads need a
+viewer token (none when `PUSAT_ANONYMOUS_READ=true`), alarm actions operator, provisioning,
+import and replay engineer, token management admin. `/healthz` and `/metrics` are open.
+
+**Errors.** A request that cannot be answered as asked gets a 4xx with `{"detail": "..."}`
+saying why (422: a parameter of the wrong form, with FastAPI's usual list of problems).
+
+**pandas.**
+```python
+url = "http://127.0.0.1:8080/api/v1/readings?sensor=AQ-P8-01&quantity=pm25&step=1h&token=..."
+pd.read_json(url, orient="table")
+pd.read_csv(url + "&format=csv")
+pd.read_parquet(url + "&format=parquet")
+```
+"""
+
+
+class Measure:
+    """Counts requests by route template and status, and times them to the first byte."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                route = scope.get("route")
+                self.metrics.seconds.labels(getattr(route, "path", "unmatched")).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            self.metrics.requests.labels(
+                getattr(route, "path", "unmatched"), scope["method"], str(status[0])
+            ).inc()
+
+
+def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAPI:
+    """The API for one database (PUSAT_DATABASE_URL) and broker (PUSAT_MQTT_URL)."""
+    if settings.database_url is None:
+        raise ValueError("the API needs a database: set PUSAT_DATABASE_URL or run `pusat up`")
+    database_url = settings.database_url
+    metrics = ApiMetrics()
+    cat = catalogue or catalogue_module.load()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout_ms = int(settings.api_query_timeout_s * 1000)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=settings.api_pool_size,
+            open=False,
+            timeout=10.0,
+            kwargs={
+                "autocommit": True,
+                "application_name": "pusat-api",
+                "options": f"-c statement_timeout={timeout_ms}",
+                "connect_timeout": 5,
+            },
+        )
+        # wait=False: the API starts even while the database is away (health says so).
+        await pool.open(wait=False)
+        hub = Hub(database_url, pool, metrics, cat)
+        app.state.pusat = ApiState(
+            settings=settings,
+            pool=pool,
+            catalogue=cat,
+            metrics=metrics,
+            tokens=TokenCache(settings.api_token_cache_s),
+            hub=hub,
+        )
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="Pusat API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "readings", "description": "Time series at any resolution"},
+            {"name": "latest", "description": "The newest value of every series"},
+            {"name": "sensors", "description": "Sensors and their provisioning"},
+            {"name": "alerts", "description": "Alarms, their lifecycle and audit trail"},
+            {"name": "quarantine", "description": "Rejected records and replay"},
+            {"name": "live", "description": "Server-sent events"},
+            {"name": "tokens", "description": "API tokens (admin)"},
+            {"name": "health", "description": "Health and metrics"},
+            {"name": "wall", "description": "The built-in command-centre page"},
+        ],
+    )
+    errors.install(app)
+    for module in (readings, latest, sensors, alerts, quarantine, live, tokens, health, wall):
+        app.include_router(module.router)
+    app.add_middleware(Measure, metrics=metrics)
+    return app

@@ -1,0 +1,245 @@
+"""The live hub: one LISTEN connection per app, fanned out to every live-stream client.
+
+The ingest writer sends ``NOTIFY pusat_changes`` when a batch or an alarm change commits. The
+hub then reads what changed since its last look (latest values by ``received_at``, alarms by
+``updated_at``) once, and hands each client the events that match its filter. It also looks
+every ``poll_s`` without a notification, so a lost LISTEN connection delays events but never
+loses them.
+
+The cursors look back ``MARGIN`` further than the last look, because ``received_at`` is stamped
+by each worker before its batch commits and ``updated_at`` at transaction start: a batch can
+commit after a later-stamped one. A batch held back longer (a worker retrying through a database
+outage commits minutes after it received) is caught by a full look every ``FULL_EVERY_S``, back
+to when the first client connected. What was already sent is remembered per series and per
+alarm, so overlaps never repeat an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from api.freshness import period_s
+from api.metrics import ApiMetrics
+from api.rows import ALERT_COLUMNS, alert_json
+from processing.catalogue import Catalogue
+from store.writer import CHANNEL
+
+log = logging.getLogger(__name__)
+
+MARGIN = timedelta(seconds=10)
+FULL_EVERY_S = 30.0
+QUEUE_SIZE = 256  # events a slow client may fall behind by before it is asked to resync
+
+Event = tuple[str, Any]  # (kind, JSON-able payload)
+
+
+@dataclass(eq=False)  # each subscription is itself: hashed by identity
+class Subscription:
+    domains: frozenset[str] | None  # None: every domain
+    kinds: frozenset[str]  # "latest", "alerts"
+    queue: asyncio.Queue[Event | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
+    )
+    overflowed: bool = False
+
+    def wants(self, kind: str, domain: str | None) -> bool:
+        return kind in self.kinds and (self.domains is None or domain in self.domains)
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # It cannot keep up: end its stream with a resync request rather than block
+            # everyone else or silently skip events.
+            self.overflowed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.get_nowait()
+                self.queue.put_nowait(None)
+
+
+_LATEST = (
+    "SELECT l.series_id, se.sensor_id, se.quantity, se.unit, l.ts, l.value, l.received_at,"
+    " s.domain, s.district FROM latest_data l JOIN series se USING (series_id)"
+    " JOIN sensors s USING (sensor_id) WHERE l.received_at > %s"
+)
+_ALERTS = (
+    f"SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN sensors s USING (sensor_id)"
+    " WHERE a.updated_at > %s"
+)
+
+
+class Hub:
+    def __init__(
+        self,
+        database_url: str,
+        pool: AsyncConnectionPool[Any],
+        metrics: ApiMetrics,
+        catalogue: Catalogue,
+        poll_s: float = 5.0,
+    ) -> None:
+        self.database_url = database_url
+        self.catalogue = catalogue
+        self.pool = pool
+        self.metrics = metrics
+        self.poll_s = poll_s
+        self.subscribers: set[Subscription] = set()
+        self.closing = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._epoch = self._latest_cursor = self._alert_cursor = datetime.now(UTC)
+        self._last_full = time.monotonic()
+        self._sent_latest: dict[int, datetime] = {}
+        self._sent_alerts: dict[int, datetime] = {}
+        self.listening = asyncio.Event()  # set while the LISTEN connection is up
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="pusat-hub-listen"),
+            asyncio.create_task(self._scan_loop(), name="pusat-hub-scan"),
+        ]
+
+    def close_streams(self) -> None:
+        """End every live stream (the server is shutting down)."""
+        self.closing.set()
+        for sub in list(self.subscribers):
+            sub.overflowed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+
+    async def stop(self) -> None:
+        self.close_streams()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def subscribe(self, domains: Sequence[str] | None, kinds: Sequence[str]) -> Subscription:
+        sub = Subscription(frozenset(domains) if domains else None, frozenset(kinds))
+        if not self.subscribers:
+            # Nobody watched until now: start from here, not from whenever the last one left
+            # (clients load a snapshot when their stream opens).
+            self._epoch = self._latest_cursor = self._alert_cursor = datetime.now(UTC)
+            self._last_full = time.monotonic()
+            self._sent_latest.clear()
+            self._sent_alerts.clear()
+        self.subscribers.add(sub)
+        self.metrics.live_clients.set(len(self.subscribers))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+        self.metrics.live_clients.set(len(self.subscribers))
+
+    # -- the loops ------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True, application_name="pusat-api-live"
+                )
+            except psycopg.OperationalError as e:
+                log.warning("live stream: cannot LISTEN (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    self._dirty.set()  # anything may have changed while we were away
+                    async for _ in conn.notifies():
+                        self._dirty.set()
+            except psycopg.OperationalError as e:
+                log.warning("live stream: LISTEN connection lost (%s)", e)
+            finally:
+                self.listening.clear()
+
+    async def _scan_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=self.poll_s)
+            self._dirty.clear()
+            if not self.subscribers:
+                continue
+            try:
+                await self.scan()
+            except psycopg.OperationalError as e:
+                log.warning("live stream: scan failed (%s); retrying", e)
+                await asyncio.sleep(1.0)
+            # Batches commit every few hundred ms: one look per burst of notifications.
+            await asyncio.sleep(0.05)
+
+    async def scan(self) -> None:
+        """Read what changed and hand it to the subscribers."""
+        full = time.monotonic() - self._last_full >= FULL_EVERY_S
+        latest_since = (self._epoch if full else self._latest_cursor) - MARGIN
+        alerts_since = (self._epoch if full else self._alert_cursor) - MARGIN
+        async with self.pool.connection() as conn:
+            now = datetime.now(UTC)
+            cur = await conn.execute(_LATEST, (latest_since,))
+            latest = await cur.fetchall()
+            cur = await conn.execute(_ALERTS, (alerts_since,))
+            alerts = await cur.fetchall()
+            names = [d.name for d in cur.description or ()]
+        self._fan_latest(latest)
+        self._fan_alerts(alerts, names)
+        self._latest_cursor = self._alert_cursor = now
+        if full:
+            self._last_full = time.monotonic()
+
+    def _fan_latest(self, rows: list[tuple[Any, ...]]) -> None:
+        by_domain: dict[str | None, list[dict[str, Any]]] = {}
+        for series, sensor, quantity, unit, ts, value, received, domain, district in rows:
+            if self._sent_latest.get(series, datetime.min.replace(tzinfo=UTC)) >= ts:
+                continue
+            self._sent_latest[series] = ts
+            by_domain.setdefault(domain, []).append(
+                {
+                    "sensor_id": sensor,
+                    "quantity": quantity,
+                    "unit": unit,
+                    "ts": ts.isoformat(),
+                    "value": value,
+                    "received_at": received.isoformat(),
+                    "period_s": period_s(self.catalogue, quantity),
+                    "domain": domain,
+                    "district": district,
+                }
+            )
+        if not by_domain:
+            return
+        for sub in list(self.subscribers):
+            items = [x for d, xs in by_domain.items() if sub.wants("latest", d) for x in xs]
+            if items:
+                sub.offer(("latest", items))
+                self.metrics.live_events.labels("latest").inc()
+
+    def _fan_alerts(self, rows: list[tuple[Any, ...]], names: list[str]) -> None:
+        for row in rows:
+            a = alert_json(dict(zip(names, row, strict=True)))
+            key, updated = int(a["id"]), row[names.index("updated_at")]
+            if self._sent_alerts.get(key) == updated:
+                continue
+            self._sent_alerts[key] = updated
+            for sub in list(self.subscribers):
+                if sub.wants("alerts", a.get("domain")):
+                    sub.offer(("alert", a))
+                    self.metrics.live_events.labels("alert").inc()

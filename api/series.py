@@ -1,0 +1,498 @@
+"""Time-series range queries at any resolution: the planning, the SQL and the gap handling.
+
+Planning. A request names series (sensors, a district or a domain, and quantities), a window
+[start, end), and either a ``step`` or a number of ``points`` per series. Without a step the
+step is the window over the points, rounded up to a round duration and never finer than the
+quantities' reporting period (finer buckets would be mostly empty). The data then comes from
+the coarsest table whose buckets nest in the step: ``rollup_1h`` when the step is whole hours,
+``rollup_1m`` when it is whole minutes, raw readings otherwise, or the table that ``resolution``
+names. ``resolution=raw`` without a step returns the readings as stored.
+
+Buckets are aligned to multiples of the step from 1970-01-01T00:00Z (as the rollups are), so
+the window is widened to whole buckets; the answer says which window it covers.
+
+Merging rollup rows into a coarser step keeps the aggregates exact: count and sum add, the
+mean is sum/count over the merged rows (count-weighted), min and max of mins and maxes, and
+first/last follow first_ts/last_ts.
+
+Gaps: ``fill=null`` gives every bucket, empty ones as nulls; ``fill=none`` only buckets with
+data; ``fill=previous`` carries the last known value (also from the reading just before the
+window) forward over empty buckets up to ``max_gap``, flagging those rows ``filled``. Counts
+and sums are never carried: an empty bucket has none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from api.errors import ApiError, bad_request
+from api.params import format_duration
+from api.tables import Column, Table
+from processing.catalogue import Catalogue
+
+LEVEL_AGGS = frozenset({"mean", "min", "max", "first", "last"})  # carried forward by fill
+NICE_STEPS_S = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
+    3600, 7200, 10800, 21600, 43200, 86400, 2 * 86400, 7 * 86400,
+)  # fmt: skip
+DEFAULT_PERIOD_S = 60
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+US = 1_000_000
+
+
+Agg = Literal["mean", "min", "max", "first", "last", "count", "sum"]
+
+
+class Resolution(StrEnum):
+    auto = "auto"
+    raw = "raw"
+    minute = "1m"
+    hour = "1h"
+
+
+class Fill(StrEnum):
+    null = "null"
+    none = "none"
+    previous = "previous"
+
+
+TIER_WIDTH_S = {Resolution.raw: 0, Resolution.minute: 60, Resolution.hour: 3600}
+TABLE = {
+    Resolution.raw: "reading_data",
+    Resolution.minute: "rollup_1m_data",
+    Resolution.hour: "rollup_1h_data",
+}
+PUBLIC_NAME = {
+    Resolution.raw: "readings",
+    Resolution.minute: "rollup_1m",
+    Resolution.hour: "rollup_1h",
+}
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    series_id: int
+    sensor_id: str
+    quantity: str
+    unit: str | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    sensors: Sequence[str] = ()
+    quantities: Sequence[str] = ()
+    district: str | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What was asked, already checked for form (times aware, durations parsed)."""
+
+    start: datetime
+    end: datetime
+    step_s: int | None = None
+    points: int = 1000
+    resolution: Resolution = Resolution.auto
+    aggs: tuple[Agg, ...] = ("mean",)
+    fill: Fill = Fill.null
+    max_gap_s: int | None = None
+    before: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    start: datetime  # the window actually covered (widened to whole buckets)
+    end: datetime
+    step_s: int | None  # None: raw readings as stored
+    resolution: Resolution  # the table read: raw, 1m or 1h
+    aggs: tuple[Agg, ...]
+    fill: Fill
+    max_gap_s: int | None
+    buckets: int  # per series; 0 for raw readings as stored
+
+    @property
+    def table(self) -> str:
+        return TABLE[self.resolution]
+
+
+@dataclass
+class Result:
+    plan: Plan
+    series: list[SeriesRef]
+    table: Table
+    before: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- choosing the series -----------------------------------------------------------------------
+
+
+async def resolve(conn: psycopg.AsyncConnection[Any], sel: Selection) -> list[SeriesRef]:
+    """The series a selection names; 404 for a named sensor that does not exist."""
+    if not (sel.sensors or sel.district or sel.domain):
+        raise bad_request("name at least one sensor, a district or a domain")
+    where: list[str] = ["true"]
+    params: list[Any] = []
+    if sel.sensors:
+        where.append("se.sensor_id = ANY(%s)")
+        params.append(list(sel.sensors))
+    if sel.quantities:
+        where.append("se.quantity = ANY(%s)")
+        params.append(list(sel.quantities))
+    if sel.district:
+        where.append("s.district = %s")
+        params.append(sel.district)
+    if sel.domain:
+        where.append("s.domain = %s")
+        params.append(sel.domain)
+    cur = await conn.execute(
+        "SELECT se.series_id, se.sensor_id, se.quantity, se.unit FROM series se"
+        f" JOIN sensors s USING (sensor_id) WHERE {' AND '.join(where)}"
+        " ORDER BY se.sensor_id, se.quantity",
+        params,
+    )
+    found = [SeriesRef(*r) for r in await cur.fetchall()]
+    if sel.sensors:
+        cur = await conn.execute(
+            "SELECT sensor_id FROM sensors WHERE sensor_id = ANY(%s)", (list(sel.sensors),)
+        )
+        known = {r[0] for r in await cur.fetchall()}
+        unknown = sorted(set(sel.sensors) - known)
+        if unknown:
+            raise ApiError(404, f"unknown sensor: {', '.join(unknown)}")
+    if not found:
+        what = ", ".join(sel.quantities) if sel.quantities else "any quantity"
+        raise ApiError(404, f"no series of {what} for this selection")
+    return found
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def _floor(t: datetime, step_s: int) -> datetime:
+    s = math.floor((t - EPOCH).total_seconds() / step_s) * step_s
+    return EPOCH + timedelta(seconds=s)
+
+
+def _ceil(t: datetime, step_s: int) -> datetime:
+    s = math.ceil((t - EPOCH).total_seconds() / step_s) * step_s
+    return EPOCH + timedelta(seconds=s)
+
+
+def nice_step(seconds: float) -> int:
+    """The smallest round step of at least ``seconds``."""
+    for s in NICE_STEPS_S:
+        if s >= seconds:
+            return s
+    week = NICE_STEPS_S[-1]
+    return int(math.ceil(seconds / week) * week)
+
+
+def _coarsest(step_s: int) -> Resolution:
+    if step_s % 3600 == 0:
+        return Resolution.hour
+    if step_s % 60 == 0:
+        return Resolution.minute
+    return Resolution.raw
+
+
+def make_plan(ask: Ask, series: Sequence[SeriesRef], catalogue: Catalogue, max_points: int) -> Plan:
+    span_s = (ask.end - ask.start).total_seconds()
+    n = len(series)
+    if ask.points > max_points:
+        raise bad_request(f"points must be at most {max_points:,} (PUSAT_API_MAX_POINTS)")
+    if ask.fill is Fill.none and ask.max_gap_s is not None:
+        raise bad_request("max_gap applies to fill=previous")
+    if ask.resolution is Resolution.raw and ask.step_s is None:
+        if ask.fill is Fill.previous:
+            raise bad_request("fill=previous needs buckets: give a step")
+        return Plan(ask.start, ask.end, None, Resolution.raw, ask.aggs, ask.fill, None, 0)
+
+    width = TIER_WIDTH_S.get(ask.resolution, 0)
+    if ask.step_s is not None:
+        step = ask.step_s
+        if width and step % width:
+            raise bad_request(
+                f"resolution {ask.resolution.value} has {format_duration(width)} buckets:"
+                f" the step must be a whole number of them, not {format_duration(step)}"
+            )
+    else:
+        periods = [catalogue.get(s.quantity) for s in series]
+        floor_s = max((q.period for q in periods if q is not None), default=DEFAULT_PERIOD_S)
+        step = nice_step(max(span_s / ask.points, floor_s, 1.0))
+        if width and step % width:
+            step = int(math.ceil(step / width) * width)
+    resolution = _coarsest(step) if ask.resolution is Resolution.auto else ask.resolution
+
+    start, end = _floor(ask.start, step), _ceil(ask.end, step)
+    buckets = round((end - start).total_seconds() / step)
+    if buckets * n > max_points:
+        raise bad_request(
+            f"too many points: {n} series x {buckets:,} buckets of {format_duration(step)}"
+            f" = {n * buckets:,}, more than {max_points:,}; ask for a longer step, fewer"
+            " series or a shorter range"
+        )
+    max_gap = ask.max_gap_s
+    if ask.fill is Fill.previous and max_gap is None:
+        max_gap = 5 * step
+    return Plan(start, end, step, resolution, ask.aggs, ask.fill, max_gap, buckets)
+
+
+# -- the SQL ----------------------------------------------------------------------------------
+
+_RAW_AGG = {
+    "mean": "avg(value)",
+    "min": "min(value)",
+    "max": "max(value)",
+    "first": "(array_agg(value ORDER BY ts))[1]",
+    "last": "(array_agg(value ORDER BY ts DESC))[1]",
+    "count": "count(*)",
+    "sum": "sum(value)",
+}
+# Merging partials (count-weighted mean; first/last by their times).
+_MERGE_AGG = {
+    "mean": "sum(sum) / sum(count)",
+    "min": "min(min)",
+    "max": "max(max)",
+    "first": "(array_agg(first ORDER BY first_ts))[1]",
+    "last": "(array_agg(last ORDER BY last_ts DESC))[1]",
+    "count": "sum(count)::bigint",
+    "sum": "sum(sum)",
+}
+# One rollup row per bucket already: no grouping needed.
+_ROW_AGG = {
+    "mean": "sum / count",
+    "min": "min",
+    "max": "max",
+    "first": "first",
+    "last": "last",
+    "count": "count",
+    "sum": "sum",
+}
+
+
+_EPOCH_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
+
+
+def sql_for(plan: Plan, bucket_function: str) -> str:
+    """The query of a plan: parameters %(ids)s, %(start)s, %(end)s, %(step)s, %(limit)s.
+
+    Rows are (series_id, time as Unix microseconds, aggregates...): integers are cheaper to read
+    than timestamps, and the grid is built with NumPy. Buckets come unordered (the grid orders
+    them), which spares the database a sort.
+    """
+    if plan.step_s is None:
+        return (
+            f"SELECT series_id, {_EPOCH_US.format(col='ts')}, value FROM reading_data"
+            " WHERE series_id = ANY(%(ids)s) AND ts >= %(start)s AND ts < %(end)s"
+            " ORDER BY series_id, ts LIMIT %(limit)s"
+        )
+    # The origin makes buckets line up with the rollups' (Unix epoch), on both tiers.
+    bucket = f"{bucket_function}(%(step)s::interval, {{col}}, '1970-01-01T00:00:00Z'::timestamptz)"
+    out = _EPOCH_US.format(col="b")
+    if plan.resolution is Resolution.raw:
+        cols = ", ".join(f"{_RAW_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
+        inner = (
+            f"SELECT series_id, {bucket.format(col='ts')} AS b, {cols} FROM reading_data"
+            " WHERE series_id = ANY(%(ids)s) AND ts >= %(start)s AND ts < %(end)s"
+            " GROUP BY 1, 2"
+        )
+    elif plan.step_s == TIER_WIDTH_S[plan.resolution]:
+        cols = ", ".join(f"{_ROW_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
+        inner = (
+            f"SELECT series_id, bucket AS b, {cols} FROM {plan.table}"
+            " WHERE series_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s"
+        )
+    else:
+        cols = ", ".join(f"{_MERGE_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
+        inner = (
+            f"SELECT series_id, {bucket.format(col='bucket')} AS b, {cols} FROM {plan.table}"
+            " WHERE series_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s"
+            " GROUP BY 1, 2"
+        )
+    aggs = ", ".join(f"a{i}" for i in range(len(plan.aggs)))
+    return f"SELECT series_id, {out}, {aggs} FROM ({inner}) q"
+
+
+_BEFORE = (
+    "SELECT k.series_id, b.ts, b.value FROM unnest(%s::int[]) AS k(series_id)"
+    " CROSS JOIN LATERAL (SELECT ts, value FROM reading_data r"
+    " WHERE r.series_id = k.series_id AND r.ts < %s ORDER BY ts DESC LIMIT 1) b"
+)
+
+
+def _us(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+async def fetch(
+    conn: psycopg.AsyncConnection[Any],
+    plan: Plan,
+    series: Sequence[SeriesRef],
+    bucket_function: str,
+    max_points: int,
+    before: bool = True,
+) -> Result:
+    ids = [s.series_id for s in series]
+    params = {
+        "ids": ids,
+        "start": plan.start,
+        "end": plan.end,
+        "step": timedelta(seconds=plan.step_s or 1),
+        "limit": max_points + 1,
+    }
+    # Binary results: numbers arrive without text parsing.
+    cur = await conn.execute(sql_for(plan, bucket_function).encode(), params, binary=True)
+    rows = await cur.fetchall()
+    previous: dict[int, tuple[datetime, float]] = {}
+    if before:
+        cur = await conn.execute(_BEFORE, (ids, plan.start))
+        previous = {sid: (ts, v) for sid, ts, v in await cur.fetchall()}
+    if plan.step_s is None and len(rows) > max_points:
+        raise bad_request(
+            f"too many points: the window holds more than {max_points:,} readings;"
+            " ask for a step (aggregates) or a shorter range"
+        )
+    # (series index, time in microseconds, values...) as arrays; aggregates over at least one
+    # reading are never NULL, but a NULL becomes NaN rather than breaking the answer.
+    width = 2 + (len(plan.aggs) if plan.step_s else 1)
+    data = np.array(rows, dtype=np.float64).reshape(-1, width)  # NumPy reads None as NaN
+    position = {s.series_id: i for i, s in enumerate(series)}
+    lookup = np.zeros(max(position) + 1, dtype=np.int64)
+    lookup[list(position)] = list(position.values())
+    index = lookup[data[:, 0].astype(np.int64)]
+    times = data[:, 1].astype(np.int64)  # exact: microseconds until 2255 fit a double's mantissa
+    if plan.step_s is None:
+        table = _raw_table(index, times, data[:, 2], series)
+    else:
+        table = _bucket_table(index, times, data[:, 2:], plan, series, previous)
+    before_rows = [
+        {
+            "sensor_id": series[position[sid]].sensor_id,
+            "quantity": series[position[sid]].quantity,
+            "ts": ts.astimezone(UTC).isoformat(),
+            "value": v,
+        }
+        for sid, (ts, v) in previous.items()
+    ]
+    return Result(plan, list(series), table, before_rows)
+
+
+def _labels(series: Sequence[SeriesRef], index: npt.NDArray[np.int64]) -> list[Column]:
+    rows = index.tolist()
+    return [
+        Column("sensor_id", "text", [series[i].sensor_id for i in rows]),
+        Column("quantity", "text", [series[i].quantity for i in rows]),
+        Column("unit", "text", [series[i].unit for i in rows]),
+    ]
+
+
+def _raw_table(
+    index: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    series: Sequence[SeriesRef],
+) -> Table:
+    return Table(
+        [Column("ts", "time", times), *_labels(series, index), Column("value", "float", values)]
+    )
+
+
+def _bucket_table(
+    index: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    plan: Plan,
+    series: Sequence[SeriesRef],
+    previous: dict[int, tuple[datetime, float]],
+) -> Table:
+    assert plan.step_s is not None
+    step_us = plan.step_s * US
+    start_us = _us(plan.start)
+    nb = plan.buckets
+    # Dense grid per series x bucket x aggregate; NaN is "no data".
+    grid = np.full((len(series), nb, len(plan.aggs)), np.nan)
+    has = np.zeros((len(series), nb), dtype=bool)
+    b = (times - start_us) // step_us
+    inside = (b >= 0) & (b < nb)
+    grid[index[inside], b[inside]] = values[inside]
+    has[index[inside], b[inside]] = True
+    for k, a in enumerate(plan.aggs):
+        if a == "count":  # an empty bucket holds zero readings, not an unknown number
+            grid[:, :, k][~has] = 0.0
+    filled = np.zeros_like(has)
+    if plan.fill is Fill.previous:
+        _carry(grid, has, filled, plan, series, previous, start_us, step_us)
+    keep = np.ones_like(has) if plan.fill is not Fill.none else has
+    si, bi = np.nonzero(keep)  # row-major: by series, then time
+    cols = [
+        Column("ts", "time", start_us + bi.astype(np.int64) * step_us),
+        *_labels(series, si.astype(np.int64)),
+    ]
+    for k, a in enumerate(plan.aggs):
+        v = grid[si, bi, k]
+        cols.append(Column(a, "int", v.astype(np.int64)) if a == "count" else Column(a, "float", v))
+    cols.append(Column("filled", "bool", filled[si, bi]))
+    return Table(cols)
+
+
+def _carry(
+    grid: npt.NDArray[np.float64],
+    has: npt.NDArray[np.bool_],
+    filled: npt.NDArray[np.bool_],
+    plan: Plan,
+    series: Sequence[SeriesRef],
+    previous: dict[int, tuple[datetime, float]],
+    start_us: int,
+    step_us: int,
+) -> None:
+    """Carry level aggregates forward over empty buckets, up to max_gap after the last data."""
+    assert plan.max_gap_s is not None
+    gap_us = plan.max_gap_s * US
+    level = [k for k, a in enumerate(plan.aggs) if a in LEVEL_AGGS]
+    if not level:
+        return
+    for i, s in enumerate(series):
+        last_us: int | None = None
+        carried: npt.NDArray[np.float64] | None = None
+        if s.series_id in previous:
+            ts, v = previous[s.series_id]
+            last_us, carried = _us(ts), np.full(len(level), v)
+        for b in range(plan.buckets):
+            at = start_us + b * step_us
+            if has[i, b]:
+                last_us, carried = at, grid[i, b, level]
+            elif carried is not None and last_us is not None and at - last_us <= gap_us:
+                grid[i, b, level] = carried
+                filled[i, b] = True
+
+
+def describe(result: Result, database_tier: str) -> dict[str, Any]:
+    """What the answer covers and how it was made (the ``query`` of the JSON answer)."""
+    p = result.plan
+    return {
+        "start": p.start.isoformat(),
+        "end": p.end.isoformat(),
+        "step": format_duration(p.step_s) if p.step_s else None,
+        "step_s": p.step_s,
+        "resolution": p.resolution.value,
+        "table": PUBLIC_NAME[p.resolution],
+        "database_tier": database_tier,
+        "aggs": list(p.aggs) if p.step_s else [],
+        "fill": p.fill.value if p.step_s else None,
+        "max_gap_s": p.max_gap_s,
+        "buckets": p.buckets,
+        "series": [
+            {"sensor_id": s.sensor_id, "quantity": s.quantity, "unit": s.unit}
+            for s in result.series
+        ],
+    }

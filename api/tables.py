@@ -1,0 +1,162 @@
+"""Tabular answers in three formats that pandas reads straight from a URL.
+
+- JSON: a Table Schema document (``{"schema": {"fields": [...]}, "data": [...]}``, the layout
+  ``pandas.read_json(url, orient="table")`` reads, dtypes included), plus whatever extra keys
+  the endpoint adds (``query``, ``before``); readers that do not know them ignore them.
+- CSV: a header line, RFC 3339 times, empty cells for nulls (``pandas.read_csv(url)``).
+- Parquet: typed columns, times as UTC microsecond timestamps, nulls as nulls
+  (``pandas.read_parquet(url)``); the extra keys ride in the file's key-value metadata
+  under ``pusat``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi.responses import Response
+
+
+class Format(StrEnum):
+    json = "json"
+    csv = "csv"
+    parquet = "parquet"
+
+
+# Table Schema field types of our column kinds, and their Arrow types.
+_SCHEMA_TYPE = {
+    "time": "datetime",
+    "text": "string",
+    "float": "number",
+    "int": "integer",
+    "bool": "boolean",
+}
+_ARROW_TYPE = {
+    "time": pa.timestamp("us", tz="UTC"),
+    "text": pa.string(),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+}
+
+
+@dataclass
+class Column:
+    """One column: ``time`` values are int64 Unix microseconds; ``float`` NaN means null."""
+
+    name: str
+    kind: str  # time | text | float | int | bool
+    values: npt.NDArray[Any] | Sequence[Any]
+
+
+@dataclass
+class Table:
+    columns: list[Column]
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON keys / Parquet metadata
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.columns[0].values) if self.columns else 0
+
+
+def _iso(us: npt.NDArray[np.int64]) -> list[str]:
+    return list(np.datetime_as_string(np.asarray(us, dtype="datetime64[us]"), timezone="UTC"))
+
+
+def _python(c: Column) -> list[Any]:
+    """Column values as JSON/CSV-ready Python values (times as RFC 3339 text)."""
+    if c.kind == "time":
+        return _iso(np.asarray(c.values, dtype=np.int64))
+    if isinstance(c.values, np.ndarray):
+        return list(c.values.tolist())
+    return list(c.values)
+
+
+def to_json(t: Table) -> bytes:
+    fields: list[dict[str, Any]] = []
+    for c in t.columns:
+        f: dict[str, Any] = {"name": c.name, "type": _SCHEMA_TYPE[c.kind]}
+        if c.kind == "time":
+            f["tz"] = "UTC"
+        fields.append(f)
+    names = [c.name for c in t.columns]
+    cols = [_python(c) for c in t.columns]
+    data = [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
+    doc = {**t.extra, "schema": {"fields": fields}, "data": data}
+    # orjson writes NaN as null, which is what a gap is.
+    return orjson.dumps(doc)
+
+
+def to_csv(t: Table) -> bytes:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow([c.name for c in t.columns])
+    cols = []
+    for c in t.columns:
+        values = _python(c)
+        if c.kind == "float":
+            values = ["" if v != v else repr(v) for v in values]  # v != v: NaN, a gap
+        elif c.kind == "bool":
+            values = ["true" if v else "false" for v in values]
+        cols.append(values)
+    w.writerows(zip(*cols, strict=True))
+    return out.getvalue().encode("utf-8")
+
+
+def to_parquet(t: Table) -> bytes:
+    arrays = []
+    for c in t.columns:
+        if c.kind == "time":
+            arrays.append(
+                pa.array(np.asarray(c.values, dtype="datetime64[us]"), type=_ARROW_TYPE["time"])
+            )
+        elif c.kind == "float":
+            arrays.append(pa.array(np.asarray(c.values, dtype=np.float64), from_pandas=True))
+        else:
+            arrays.append(pa.array(c.values, type=_ARROW_TYPE[c.kind]))
+    table = pa.Table.from_arrays(arrays, names=[c.name for c in t.columns])
+    if t.extra:
+        table = table.replace_schema_metadata({"pusat": orjson.dumps(t.extra)})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+MEDIA = {
+    Format.json: "application/json",
+    Format.csv: "text/csv; charset=utf-8",
+    Format.parquet: "application/vnd.apache.parquet",
+}
+
+
+def respond(t: Table, fmt: Format, filename: str) -> Response:
+    body = {Format.json: to_json, Format.csv: to_csv, Format.parquet: to_parquet}[fmt](t)
+    headers = dict(t.headers)
+    if fmt is not Format.json:
+        headers["Content-Disposition"] = f'inline; filename="{filename}.{fmt.value}"'
+    return Response(body, media_type=MEDIA[fmt], headers=headers)
+
+
+def openapi_content(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer of a tabular endpoint, documented in its three media types."""
+    return {
+        200: {
+            "description": "A table: JSON (Table Schema), CSV or Parquet, as `format` asks",
+            "content": {
+                "application/json": {"example": example},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            },
+        }
+    }

@@ -1,0 +1,203 @@
+"""The /wall page in a real headless Chromium (Debian's, driven by Playwright), fed by a real
+ingest worker through Mosquitto: it loads, shows a reading within seconds of its publication,
+acknowledges an alarm, turns its freshness indicator red when data stops, and asks nothing of
+the internet. A screenshot is kept under test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api import auth
+from api.server import ServerThread
+from pusat.embedded.ports import free_port
+from pusat.settings import Settings
+from store import db
+from tests.conftest import RunningWorker
+from tests.helpers import Publisher, rows, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The flags that work on the project's machines (../shared/reference/machines.md); Playwright
+# gives every launch a new empty profile directory itself.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (deploy/system-deps.sh)"
+)
+
+SENSORS = [
+    {
+        "id": "AQ-P8-01",
+        "domain": "air",
+        "district": "Presint 8",
+        "lat": 2.9264,
+        "lon": 101.6964,
+        "quantities": ["pm25", "pm10"],
+    },
+    {
+        "id": "AQ-P9-01",
+        "domain": "air",
+        "district": "Presint 9",
+        "lat": 2.9050,
+        "lon": 101.6800,
+        "quantities": ["pm25"],
+    },
+    {
+        "id": "LOOP-P2-01",
+        "domain": "traffic",
+        "district": "Presint 2",
+        "lat": 2.9300,
+        "lon": 101.6900,
+        "quantities": ["flow", "speed", "los"],
+    },
+    {
+        "id": "WQ-WET-01",
+        "domain": "water",
+        "district": "Wetland",
+        "lat": 2.9700,
+        "lon": 101.6850,
+        "name": "Wetland inlet",
+        "quantities": ["water_level", "do", "wqi_class"],
+    },
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def native(sensor: str, t: float, **values: float) -> str:
+    return json.dumps({"sensor": sensor, "ts": t, "values": values})
+
+
+def test_wall_live_reading_acknowledge_and_freshness(
+    settings: Settings, publisher: Publisher, browser: object
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    s = settings.with_(api_port=free_port(), api_token_cache_s=0.0)
+    assert s.database_url is not None
+    with db.connect(s.database_url) as conn:
+        _, operator = auth.create_token(conn, "operator", "wall-operator")
+    root = f"{s.topic_root}/gw-wall"
+    worker = RunningWorker(s).start()
+    server = ServerThread(s).start()
+    try:
+        publisher.publish(f"{root}/meta", json.dumps({"sensors": SENSORS}), retain=True)
+        now = time.time()
+        publisher.publish(
+            f"{root}/json",
+            json.dumps(
+                [
+                    {"sensor": "AQ-P9-01", "ts": now - 5, "values": {"pm25": 12.0}},
+                    {
+                        "sensor": "LOOP-P2-01",
+                        "ts": now - 5,
+                        "values": {"flow": 640, "speed": 42, "los": 3},
+                    },
+                    {
+                        "sensor": "WQ-WET-01",
+                        "ts": now - 5,
+                        "values": {"water_level": 1.21, "do": 6.4, "wqi_class": 2},
+                    },
+                    # PM2.5 above the warning threshold for over two minutes (event time): an alarm.
+                    {"sensor": "AQ-P8-01", "ts": now - 180, "values": {"pm25": 80.0, "pm10": 90}},
+                    {"sensor": "AQ-P8-01", "ts": now - 30, "values": {"pm25": 82.0, "pm10": 95}},
+                ]
+            ),
+        )
+        (alert_id,) = wait_for(
+            lambda: rows(
+                s.database_url or "",
+                "SELECT id FROM alerts WHERE sensor_id = 'AQ-P8-01' AND state = 'active'",
+            ),
+            what="the PM2.5 alarm raised by ingest",
+        )[0]
+
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}/wall?token={operator}&stale=6")
+        page.wait_for_selector("#live.live", timeout=15_000)
+        row = page.locator(f"#alarms li[data-id='{alert_id}']")
+        row.wait_for(timeout=15_000)
+        assert "active" in (row.get_attribute("class") or "")
+        expect(page.locator("#water")).to_contain_text("1.21", timeout=15_000)
+
+        # A reading published now shows on the wall within seconds.
+        published = time.monotonic()
+        publisher.publish(f"{root}/json", native("AQ-P9-01", time.time(), pm25=42.5))
+        # (Locators, not wait_for_function: the page's CSP forbids evaluating strings.)
+        expect(page.locator("#ticker")).to_contain_text("42.5", timeout=10_000)
+        expect(page.locator("#air")).to_contain_text("42.5", timeout=10_000)
+        shown_after = time.monotonic() - published
+        assert shown_after < 5, f"the reading took {shown_after:.1f}s to reach the wall"
+        assert "fresh" in (page.get_attribute("#freshness", "class") or "")
+
+        # The operator acknowledges the alarm on the wall.
+        row.locator("button.ack").click()
+        page.wait_for_selector(f"#alarms li.acknowledged[data-id='{alert_id}']", timeout=10_000)
+        state, by = rows(
+            s.database_url, "SELECT state, acked_by FROM alerts WHERE id = %s", (alert_id,)
+        )[0]
+        assert (state, by) == ("acknowledged", "wall-operator")
+        assert row.locator("button.ack").count() == 0
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "wall.png"))
+
+        # Data stops: the freshness indicator turns red (stale=6 s for the test).
+        page.wait_for_selector("#freshness.stale", timeout=15_000)
+        assert "NO DATA" in page.inner_text("#freshness")
+        page.screenshot(path=str(ARTIFACTS / "wall-no-data.png"))
+
+        assert not errors, errors
+        outside = [u for u in requests if not u.startswith(server.url)]
+        assert not outside, f"the wall asked the internet for {outside}"
+        page.close()
+    finally:
+        server.stop()
+        worker.stop()
+
+
+def test_wall_without_a_token_says_how_to_get_one(settings: Settings, browser: object) -> None:
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    s = settings.with_(api_port=free_port())
+    server = ServerThread(s).start()
+    try:
+        page = browser.new_page()
+        response = page.goto(f"{server.url}/wall")
+        assert response is not None and response.status == 401
+        assert "pusat token create --role viewer" in page.inner_text("body")
+        page.goto(f"{server.url}/wall?token=pusat_wrong")
+        assert "unknown or revoked token" in page.inner_text("body")
+        page.close()
+    finally:
+        server.stop()
