@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,11 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.auth import Operator, Viewer
 from api.errors import ApiError, bad_request, responses
 from api.params import DURATION_PATTERN, aware, csv_list, duration_s
+from api.quarantine import publish
 from api.rows import ALERT_COLUMNS
 from api.state import ApiState, get_state
+from ingest.alarms import retained
 from store import alerts as lifecycle
 from store import db
 from store.writer import CHANNEL
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -234,7 +239,7 @@ async def _act(state: ApiState, alert_id: int, action: str, apply: Action) -> di
     url = state.settings.database_url
     assert url is not None
 
-    def run() -> None:
+    def run() -> tuple[str, bytes] | None:
         with (
             db.connect(url, application="pusat-api") as conn,
             conn.transaction(),
@@ -242,8 +247,21 @@ async def _act(state: ApiState, alert_id: int, action: str, apply: Action) -> di
         ):
             apply(cur)
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"alarms": 1})))
+            row = cur.execute(
+                "SELECT sensor_id, severity FROM alerts WHERE id = %s", (alert_id,)
+            ).fetchone()
+            if row is None or state.settings.mqtt_url is None:
+                return None
+            return retained(cur, state.settings.topic_root, row[0], row[1])
 
-    await asyncio.to_thread(run)
+    message = await asyncio.to_thread(run)
+    if message is not None:
+        # Sirens and SMS gateways follow the retained alarm topic: it changes with the action.
+        try:
+            await asyncio.to_thread(publish, state.settings.mqtt(), [message], True)
+        except ApiError as e:
+            # The action itself is committed; ingest republishes the topic on the next change.
+            log.warning("alarm %s: its MQTT topic was not updated: %s", alert_id, e)
     state.metrics.alert_actions.labels(action).inc()
     async with state.pool.connection() as conn:
         return await _fetch(conn, alert_id)

@@ -135,7 +135,7 @@ async def list_quarantine(
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
-def publish(target: MqttTarget, messages: list[tuple[str, bytes]]) -> None:
+def publish(target: MqttTarget, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
     """Publish with QoS 1 and return once the broker has acknowledged every message."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -166,7 +166,9 @@ def publish(target: MqttTarget, messages: list[tuple[str, bytes]]) -> None:
             why = refused[0] if refused else "no answer"
             raise ApiError(503, f"the broker at {target.host}:{target.port} refused us: {why}")
         for i in range(0, len(messages), WINDOW):
-            infos = [client.publish(t, p, qos=1) for t, p in messages[i : i + WINDOW]]
+            infos = [
+                client.publish(t, p, qos=1, retain=retain) for t, p in messages[i : i + WINDOW]
+            ]
             for info in infos:
                 info.wait_for_publish(PUBLISH_TIMEOUT_S)
                 if not info.is_published():

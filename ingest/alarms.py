@@ -192,17 +192,25 @@ class Alarms:
         if self.publish_fn is None:
             return
         for sensor, severity in sorted(touched):
-            open_alarms = lifecycle.open_for(cur, sensor, severity)
-            payload = (
-                json.dumps(
-                    {
-                        "sensor": sensor,
-                        "severity": severity,
-                        "alerts": open_alarms,
-                        "at": datetime.now(UTC).isoformat(),
-                    }
-                ).encode()
-                if open_alarms
-                else b""
-            )
-            self.publish_fn(f"{self.topic_root}/alerts/{severity}/{sensor}", payload)
+            self.publish_fn(*retained(cur, self.topic_root, sensor, severity))
+
+
+def retained(
+    cur: psycopg.Cursor[Any], topic_root: str, sensor: str, severity: str
+) -> tuple[str, bytes]:
+    """The retained message for one sensor and severity: its open alarms, or empty (which
+    removes the retained message) when none is left open. Ingest and the API both send it."""
+    open_alarms = lifecycle.open_for(cur, sensor, severity)
+    payload = (
+        json.dumps(
+            {
+                "sensor": sensor,
+                "severity": severity,
+                "alerts": open_alarms,
+                "at": datetime.now(UTC).isoformat(),
+            }
+        ).encode()
+        if open_alarms
+        else b""
+    )
+    return f"{topic_root}/alerts/{severity}/{sensor}", payload

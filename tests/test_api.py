@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 
 from api.server import ServerThread
+from pusat.embedded.broker import Broker
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
 from store.writer import QuarantineRow
 from tests.conftest import RunningWorker
 from tests.helpers import Publisher, rows, scalar, wait_for
+from tests.test_alarms import Watcher
 from tests.test_api_support import (
     ROLES,
     US,
@@ -656,3 +658,21 @@ def test_openapi_documents_every_endpoint_with_examples(api: Api) -> None:
     assert {"bearer", "token"} & {k.lower() for k in spec["components"]["securitySchemes"]} or spec[
         "components"
     ]["securitySchemes"]
+
+
+def test_operator_actions_update_the_retained_alarm_topic(city: Api, broker: Broker) -> None:
+    """Sirens follow `<root>/alerts/<severity>/<sensor>`: an acknowledgement shows there, and
+    once the alarm is closed the retained message is removed."""
+    url = city.settings.database_url or ""
+    a = raise_alert(url, "AQ-P8-01", severity="critical")
+    topic = f"{city.settings.topic_root}/alerts/critical/AQ-P8-01"
+    watcher = Watcher(broker, f"{city.settings.topic_root}/alerts/#")
+    try:
+        with city.client("operator") as c:
+            assert c.post(f"/api/v1/alerts/{a}/ack", json={"comment": "seen"}).status_code == 200
+            got = wait_for(lambda: watcher.get(topic), what="the acknowledged alarm on MQTT")
+            assert json.loads(got)["alerts"][0]["state"] == "acknowledged"
+            assert c.post(f"/api/v1/alerts/{a}/clear", json={}).status_code == 200
+            wait_for(lambda: watcher.get(topic) == b"", what="the retained alarm removed")
+    finally:
+        watcher.close()
