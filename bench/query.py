@@ -49,11 +49,11 @@ from api import series as ts
 from api.latest import _SQL as LATEST_SQL
 from bench import results
 from processing import catalogue, rollups
+from pusat.embedded import timescale
 from pusat.embedded.ports import free_port
-from pusat.embedded.postgres import start_postgres
+from pusat.embedded.postgres import Postgres, start_postgres
 from store import copybin, db, migrate
 
-SECTION_BEGIN, SECTION_END = results.markers("query")
 MINUTE_US = 60_000_000
 DOMAINS = (("air", "pm25"), ("traffic", "flow"), ("water", "water_level"))
 CHUNK = 20  # sensors per COPY batch (20 x 7 days of minutes = 200k rows)
@@ -128,6 +128,12 @@ class Result:
     date: str
     command: str
     table_sizes: dict[str, int] = field(default_factory=dict)
+    tier: str = "postgresql"
+
+    @property
+    def section(self) -> str:
+        """This run's section of bench/RESULTS.md: one per tier."""
+        return "query" if self.tier == "postgresql" else f"query-{self.tier}"
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -462,12 +468,21 @@ def _wait_for(api_url: str, server: subprocess.Popen[bytes]) -> None:
 
 
 def run(
-    config: Config, command: str = "pusat bench query", log: Callable[[str], None] = lambda m: None
+    config: Config,
+    command: str = "pusat bench query",
+    log: Callable[[str], None] = lambda m: None,
+    tier: str = "postgresql",
 ) -> Result:
+    """The whole benchmark on plain PostgreSQL or (``tier`` "timescaledb") on a TimescaleDB of
+    the Apache edition from its Debian 13 root (pusat.embedded.timescale)."""
     # On the hour, so every step of the plans (5 min, 1 h) divides the windows exactly.
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with tempfile.TemporaryDirectory(prefix="pusat-bench-query-") as tmp:
-        pg = start_postgres(Path(tmp) / "data", durable=False)
+        pg: Postgres | timescale.TimescaleDB
+        if tier == "timescaledb":
+            pg = timescale.start_timescaledb(timescale.default_root(), background_workers=False)
+        else:
+            pg = start_postgres(Path(tmp) / "data", durable=False)
         try:
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("bench")))
@@ -530,6 +545,7 @@ def run(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         command=command,
         table_sizes=sizes,
+        tier=tier,
     )
 
 
@@ -563,14 +579,22 @@ def _ms(t: Timing) -> str:
 def markdown(r: Result) -> str:
     c = r.config
     sizes = ", ".join(f"`{k}` {v:,}" for k, v in r.table_sizes.items())
+    begin, end = results.markers(r.section)
+    on_ts = r.tier == "timescaledb"
     lines = [
-        SECTION_BEGIN,
-        "## Queries (`pusat bench query`)",
+        begin,
+        "## Queries (`pusat bench query`)" + (" on TimescaleDB" if on_ts else ""),
         "",
         f"Measured {r.date} with `{r.command}`, code at {_code()}.",
         "",
-        f"Machine: {r.machine}; {r.postgresql} (plain PostgreSQL tier: `date_bin`), started by"
-        " the benchmark on loopback without fsync (reads are what is measured).",
+        f"Machine: {r.machine}; {r.postgresql}"
+        + (
+            " (TimescaleDB tier, Apache edition from Debian 13's `postgresql-17-timescaledb`:"
+            " hypertables, `time_bucket`)"
+            if on_ts
+            else " (plain PostgreSQL tier: `date_bin`)"
+        )
+        + ", started by the benchmark on loopback without fsync (reads are what is measured).",
         "",
         f"Data: {c.sensors} sensors ({', '.join(q for _, q in DOMAINS)}, one each) in"
         f" {c.districts_per_domain} districts per domain, one reading a minute for {c.days} days:"
@@ -607,14 +631,14 @@ def markdown(r: Result) -> str:
         " (10,080 rows aggregated in about 2 ms): Pusat's 168 hourly rows cost little more than"
         " the round trip, so that ratio is bounded by fixed costs; it grows with the range, the"
         " reading rate and the number of series, as the 7-day panel shows.",
-        SECTION_END,
+        end,
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_results(r: Result, path: Path = results.RESULTS_FILE) -> None:
     """Replace this benchmark's section of ``path`` (or append it); the rest stays as it is."""
-    results.replace_section("query", markdown(r), path)
+    results.replace_section(r.section, markdown(r), path)
 
 
 def print_result(r: Result, console: Console) -> None:
@@ -658,6 +682,9 @@ def query_command(
     write_results_: Annotated[
         bool, typer.Option("--write-results", help="update the queries section of bench/RESULTS.md")
     ] = False,
+    timescaledb: Annotated[
+        bool, typer.Option(help="also on TimescaleDB (Apache edition), when its root is built")
+    ] = True,
 ) -> None:
     """Query latency: latest for all, a 24-hour district panel and 7-day ranges, from rollups
     against the same queries on raw readings, on minute data for a few hundred sensors."""
@@ -674,17 +701,26 @@ def query_command(
         f"--days {days}" if days else "",
         f"--repeats {repeats}" if repeats else "",
         "--write-results" if write_results_ else "",
+        "" if timescaledb else "--no-timescaledb",
     ]
     console = Console()
-    result = run(config, " ".join(["pusat bench query", *filter(None, flags)]), console.log)
-    print_result(result, console)
-    problems = figures_are_sane(result)
-    if problems:
-        console.print(f"[red]implausible figures:[/red] {problems}")
-        raise typer.Exit(1)
-    if write_results_:
-        write_results(result)
-        console.print(f"updated {results.RESULTS_FILE}")
+    command = " ".join(["pusat bench query", *filter(None, flags)])
+    tiers = ["postgresql"]
+    if timescaledb and timescale.root_ready(timescale.default_root()):
+        tiers.append("timescaledb")
+    elif timescaledb:
+        console.print(f"no TimescaleDB root at {timescale.default_root()}: plain PostgreSQL only")
+    for tier in tiers:
+        console.log(f"tier: {tier}")
+        result = run(config, command, console.log, tier)
+        print_result(result, console)
+        problems = figures_are_sane(result)
+        if problems:
+            console.print(f"[red]implausible figures:[/red] {problems}")
+            raise typer.Exit(1)
+        if write_results_:
+            write_results(result)
+            console.print(f"updated {results.RESULTS_FILE} ({result.section})")
 
 
 app = typer.Typer(help="The query benchmark.", add_completion=False)
