@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from bench import query as bench
+from bench import results
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,8 @@ def test_report_renders_and_replaces_only_its_section(result: bench.Result, tmp_
     bench.write_results(result, path)
     bench.write_results(result, path)  # replaces, never duplicates
     text = path.read_text()
-    assert text.count(bench.SECTION_BEGIN) == 1 and text.count(bench.SECTION_END) == 1
+    begin, end = results.markers(result.section)
+    assert text.count(begin) == 1 and text.count(end) == 1
     assert "kept before" in text and "<!-- bench:ingest:end -->" in text
     assert "| aim | measured | target |" in text
 
