@@ -530,6 +530,22 @@ def air_quality() -> Board:
     return b
 
 
+def _by_station(b: Board, panels: tuple[tuple[str, str, str], ...]) -> None:
+    """A time-series panel per (quantity, title, unit), a line per station; long ranges read
+    the rollups (sql.tiered)."""
+    for q, title, unit in panels:
+        b.add(
+            f"{title} by station",
+            _timeseries(unit),
+            sql.tiered(f"r.quantity = '{q}' AND {sql.DISTRICT}", "r.sensor_id"),
+            "time_series",
+            ("time", "metric", "value"),
+            w=12,
+            h=8,
+            tiered=True,
+        )
+
+
 def traffic() -> Board:
     b = Board(
         "pusat-traffic", "Traffic", "Loop stations: flow, speed, occupancy, level of service."
@@ -544,22 +560,15 @@ def traffic() -> Board:
         h=9,
         tiered=True,
     )
-    for q, title, unit in (
-        ("flow", "Flow", "veh/h"),
-        ("speed", "Mean speed", "velocitykmh"),
-        ("occupancy", "Occupancy", "percent"),
-        ("queue_length", "Queue length", "lengthm"),
-    ):
-        b.add(
-            f"{title} by station",
-            _timeseries(unit),
-            sql.tiered(f"r.quantity = '{q}' AND {sql.DISTRICT}", "r.sensor_id"),
-            "time_series",
-            ("time", "metric", "value"),
-            w=12,
-            h=8,
-            tiered=True,
-        )
+    _by_station(
+        b,
+        (
+            ("flow", "Flow", "veh/h"),
+            ("speed", "Mean speed", "velocitykmh"),
+            ("occupancy", "Occupancy", "percent"),
+            ("queue_length", "Queue length", "lengthm"),
+        ),
+    )
     b.add(
         "Latest readings",
         _table(),
@@ -579,23 +588,16 @@ def wetlands() -> Board:
     b = Board(
         "pusat-wetlands", "Wetlands", "The wetland chain and the lake: levels and water quality."
     )
-    for q, title, unit in (
-        ("water_level", "Water level", "lengthm"),
-        ("do", "Dissolved oxygen", "mg/l"),
-        ("ph", "pH", "none"),
-        ("turbidity", "Turbidity", "NTU"),
-        ("wqi_my", "Water Quality Index (DOE)", "none"),
-    ):
-        b.add(
-            f"{title} by station",
-            _timeseries(unit),
-            sql.tiered(f"r.quantity = '{q}' AND {sql.DISTRICT}", "r.sensor_id"),
-            "time_series",
-            ("time", "metric", "value"),
-            w=12,
-            h=8,
-            tiered=True,
-        )
+    _by_station(
+        b,
+        (
+            ("water_level", "Water level", "lengthm"),
+            ("do", "Dissolved oxygen", "mg/l"),
+            ("ph", "pH", "none"),
+            ("turbidity", "Turbidity", "NTU"),
+            ("wqi_my", "Water Quality Index (DOE)", "none"),
+        ),
+    )
     b.add(
         "Water quality class by station",
         _timeline().mappings(WQI_CLASS).thresholds(WQI_CLASS_COLOURS),
