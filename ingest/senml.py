@@ -26,6 +26,7 @@ sets context and yields no reading and no rejection.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -181,10 +182,18 @@ def _name(base: _Base, rec: dict[str, object]) -> tuple[str, str]:
     if type(n) is not str:
         raise _Reject(BAD_SENML, f"n is {json_kind(n)}, not a string")
     name = base.name + n
-    m = _SENSOR_QUANTITY.fullmatch(name)
-    if m is None:
+    parts = _split(name)
+    if parts is None:
         raise _Reject(BAD_SENML, _bad_name(name))
-    return m[1], m[2]
+    return parts
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _split(name: str) -> tuple[str, str] | None:
+    """(sensor, quantity) of a valid name, else None. Cached: a gateway repeats its names in
+    every pack, and the pattern match is the dearest step of resolving a record."""
+    m = _SENSOR_QUANTITY.fullmatch(name)
+    return None if m is None else (m[1], m[2])
 
 
 def _bad_name(name: str) -> str:

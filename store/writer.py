@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -162,10 +163,11 @@ class Writer:
             return np.empty(0, dtype=np.int32)
         keys = list(zip(r.sensor, r.quantity, strict=True))
         cache = self._series
-        new = {k: i for i, k in enumerate(keys) if k not in cache}
-        if new:
+        if not cache.keys() >= set(keys):  # set operations: no Python loop when all are known
+            new = {k: i for i, k in enumerate(keys) if k not in cache}
             self._register([(k[0], k[1], r.unit[i], r.gateway[i]) for k, i in new.items()])
-        return np.fromiter((cache[k] for k in keys), dtype=np.int32, count=len(keys))
+        ids = operator.itemgetter(*keys)(cache)  # one C-level lookup of every key
+        return np.array(ids if len(keys) > 1 else (ids,), dtype=np.int32)
 
     def _register(self, rows: Sequence[tuple[str, str, str | None, str | None]]) -> None:
         sensors = sorted({(s, g) for s, _, _, g in rows})
