@@ -35,13 +35,21 @@ class Inbox:
         self._limit = limit
         self._room = threading.Event()
         self._room.set()
+        self._closed = False
 
     def put(self, m: Message) -> None:
         if self._q.qsize() >= self._limit:
             self._room.clear()
-            while self._q.qsize() >= self._limit:
+            while self._q.qsize() >= self._limit and not self._closed:
                 self._room.wait(1.0)  # set by get(); re-checked, so a missed wake-up only delays
-        self._q.put(m)
+        if not self._closed:
+            self._q.put(m)
+
+    def close(self) -> None:
+        """Stop taking messages (shutting down): the callback never waits again, and what is
+        refused stays unacknowledged, so the broker delivers it again to the next session."""
+        self._closed = True
+        self._room.set()
 
     def get(self, timeout: float) -> Message:
         """The next message; queue.Empty after ``timeout`` seconds."""
@@ -104,6 +112,7 @@ class Session:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self.inbox.close()  # the network thread must not be left waiting in the callback
         self.client.disconnect()
         self.client.loop_stop()
 
