@@ -120,8 +120,9 @@ class Alarms:
     def on_batch(
         self, cur: psycopg.Cursor[Any], series: np.ndarray, ts_us: np.ndarray, value: np.ndarray
     ) -> set[tuple[str, str]]:
-        """Evaluate new readings inside the batch's transaction; returns touched alarm topics."""
-        self.ensure(cur, series)
+        """Evaluate new readings inside the batch's transaction; returns touched alarm topics.
+        ``ensure`` must have run for these series in the same transaction (commit does it first,
+        before the readings move the watermarks a reload would read)."""
         transitions, state = self.engine.evaluate(series, ts_us, value)
         self._save(cur, state)
         return lifecycle.apply(cur, self._describe(transitions))

@@ -156,7 +156,6 @@ class Engine:
         n = len(rules)
         self._cap = capacity
         self.watermark = np.full(capacity, NONE, dtype=np.int64)
-        self.registered = np.zeros(capacity, dtype=bool)
         self.sensor_of = np.full(capacity, -1, dtype=np.int32)
         self.applies = np.zeros((n, capacity), dtype=bool)
         self.active = np.zeros((n, capacity), dtype=bool)
@@ -187,7 +186,6 @@ class Engine:
             return out
 
         self.watermark = grow(self.watermark, NONE)  # type: ignore[assignment]
-        self.registered = grow(self.registered, False)
         self.sensor_of = grow(self.sensor_of, -1)  # type: ignore[assignment]
         self.applies = grow(self.applies, False)
         self.active = grow(self.active, False)
@@ -199,7 +197,6 @@ class Engine:
     def register(self, series: int, info: SeriesInfo, period_s: float) -> None:
         """Tell the engine about a series (again, when its sensor's district or domain changed)."""
         self._grow(series)
-        self.registered[series] = True
         self._csr = None
         self.applies[:, series] = False
         for i in applicable(self.rules, info):
