@@ -10,7 +10,7 @@ Semantics (the per-reading reference in tests/alert_reference.py is the executab
   value unchanged within `tolerance` (the run starts when the stuck value first appeared).
 - Stale rules watch sensors: a periodic tick raises when a sensor's newest event time is older
   than `factor` x its expected period; a fresh reading of the sensor clears it.
-Everything is NumPy over the batch; only the (rare) transitions are listed one by one.
+A batch is one compiled pass (processing.kernels) over state arrays kept between batches.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from processing import kernels
 from processing.rules import Rule, SeriesInfo, applicable, stale_rule
-from processing.sorting import stable_order
 
-NONE = np.iinfo(np.int64).min  # "no time": no run in progress, or nothing seen yet
-THRESHOLD, RATE, FLATLINE = 0, 1, 2  # how a rule turns a reading into its measure
+NONE = kernels.NONE
+THRESHOLD, RATE, FLATLINE = kernels.THRESHOLD, kernels.RATE, kernels.FLATLINE
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -60,20 +60,10 @@ class Transitions:
         )
 
 
-def _transitions(parts: list[Transitions]) -> Transitions:
-    if not parts:
-        e = np.empty(0)
-        return Transitions(
-            e.astype(np.int32),
-            e.astype(np.int32),
-            e.astype(np.int32),
-            e.astype(np.int64),
-            e,
-            e.astype(bool),
-        )
-    return Transitions(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in Transitions.__dataclass_fields__)
-    )
+def _no_transitions() -> Transitions:
+    e = np.empty(0)
+    i32 = e.astype(np.int32)
+    return Transitions(i32, i32, i32, e.astype(np.int64), e, e.astype(bool))
 
 
 @dataclass(frozen=True)
@@ -86,18 +76,6 @@ class StateRows:
     run_start: I64
     last_ts: I64
     last_value: F64
-
-
-def _no_state() -> StateRows:
-    e = np.empty(0)
-    return StateRows(
-        e.astype(np.int32),
-        e.astype(np.int32),
-        e.astype(bool),
-        e.astype(np.int64),
-        e.astype(np.int64),
-        e,
-    )
 
 
 @dataclass(frozen=True)
@@ -137,17 +115,6 @@ class _Params:
         )
 
 
-def _group_starts(s: I32) -> B:
-    g = np.ones(len(s), dtype=bool)
-    g[1:] = s[1:] != s[:-1]
-    return g
-
-
-def _ffill_index(flags: B) -> npt.NDArray[np.intp]:
-    """For each position, the latest position <= it where flags is set (-1 if none)."""
-    return np.maximum.accumulate(np.where(flags, np.arange(len(flags)), -1))
-
-
 class Engine:
     def __init__(self, rules: list[Rule], capacity: int = 1024) -> None:
         self.rules = rules
@@ -162,6 +129,8 @@ class Engine:
         self.run_start = np.full((n, capacity), NONE, dtype=np.int64)
         self.last_ts = np.full((n, capacity), NONE, dtype=np.int64)
         self.last_value = np.full((n, capacity), np.nan)
+        self._stamp = np.zeros((n, capacity), dtype=np.int64)  # batch that last touched a pair
+        self._batches = 0
         # per sensor (index into self.sensors)
         self.sensors: list[str] = []
         self._sensor_index: dict[str, int] = {}
@@ -192,6 +161,7 @@ class Engine:
         self.run_start = grow(self.run_start, NONE)  # type: ignore[assignment]
         self.last_ts = grow(self.last_ts, NONE)  # type: ignore[assignment]
         self.last_value = grow(self.last_value, np.nan)
+        self._stamp = grow(self._stamp, 0)  # type: ignore[assignment]
         self._cap = cap
 
     def register(self, series: int, info: SeriesInfo, period_s: float) -> None:
@@ -243,161 +213,62 @@ class Engine:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def fresh(self, series: I32, ts_us: I64) -> npt.NDArray[np.intp]:
-        """Positions of the readings newer than everything before them in their series, sorted
-        by series then event time (which is then also their arrival order); moves watermarks."""
-        n = len(series)
-        if n == 0:
-            return np.empty(0, dtype=np.intp)
-        order = stable_order(series)
-        s, t = series[order], ts_us[order]
-        gs = _group_starts(s)
-        group = (np.cumsum(gs) - 1).astype(np.int64)
-        # A segmented running max: offset each group above all earlier ones, then one cumulative
-        # max. Times relative to the batch's oldest fit in 44 bits when the batch spans less than
-        # ~200 days (validation's horizon keeps it to 90); otherwise rank the times first.
-        rel = t - t.min()
-        if rel.max() >= 1 << 44 or n >= 1 << 18:
-            rel = np.unique(t, return_inverse=True)[1].reshape(-1).astype(np.int64)
-            shift = int(n + 1).bit_length()
-        else:
-            shift = 44
-        key = group << shift | (rel + 1)
-        before = np.empty(n, dtype=np.int64)
-        before[1:] = np.maximum.accumulate(key)[:-1]
-        before[gs] = group[gs] << shift
-        ok = (key > before) & (t > self.watermark[s])
-        starts = np.flatnonzero(gs)
-        heads = s[starts]
-        self.watermark[heads] = np.maximum(self.watermark[heads], np.maximum.reduceat(t, starts))
-        picked: npt.NDArray[np.intp] = order[ok]
-        return picked
-
     def _pairs(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         """Which rules apply to each series, as CSR: rules of series s are flat[ptr[s]:ptr[s+1]]."""
         if self._csr is None or self._csr[0].shape[0] != self._cap + 1:
             ss, rr = np.nonzero(self.applies.T)  # sorted by series, then rule
             ptr = np.searchsorted(ss, np.arange(self._cap + 1))
-            self._csr = (ptr, rr)
+            self._csr = (ptr, np.ascontiguousarray(rr))  # one compiled signature
         return self._csr
 
     def evaluate(self, series: I32, ts_us: I64, value: F64) -> tuple[Transitions, StateRows]:
-        """Transitions raised and cleared by a batch of new readings (every series registered).
-
-        All rules at once: each fresh reading is paired with every rule of its series, the pairs
-        grouped by (rule, series) in event-time order, and each group run as a state machine
-        with prefix scans, carrying each group's state in and out.
-        """
-        pick = self.fresh(series, ts_us)
-        s0, t0, v0 = series[pick], ts_us[pick], value[pick]
-        alive = self._alive(s0, t0, v0)
+        """Transitions raised and cleared by a batch of new readings (every series registered),
+        and the state of the (rule, series) pairs it touched. One compiled pass in arrival
+        order: each fresh reading runs through every rule of its series."""
         ptr, flat = self._pairs()
-        per = ptr[s0 + 1] - ptr[s0]
-        total = int(per.sum())
-        if total == 0:
-            return alive, _no_state()
-        reading = np.repeat(np.arange(len(s0)), per)
-        within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
-        rule = flat[ptr[s0][reading] + within]
-        key = rule.astype(np.int64) * self._cap + s0[reading]
-        order = stable_order(key)  # stable: event time order within each group
-        key, rule, reading = key[order], rule[order], reading[order]
-        s, t, v = s0[reading], t0[reading], v0[reading]
         p = self._params
-        kind, above, limit, clear = p.kind[rule], p.above[rule], p.limit[rule], p.clear[rule]
-        n = total
-        gs = np.ones(n, dtype=bool)
-        gs[1:] = key[1:] != key[:-1]
-        first = _ffill_index(gs)
-        # the previous reading of the same (rule, series): inside the batch, or carried in
-        active_in = self.active.reshape(-1)
-        run_in = self.run_start.reshape(-1)
-        last_ts_in = self.last_ts.reshape(-1)
-        last_v_in = self.last_value.reshape(-1)
-        pv = np.empty(n)
-        pt = np.empty(n, dtype=np.int64)
-        pv[1:], pt[1:] = v[:-1], t[:-1]
-        pv[gs], pt[gs] = last_v_in[key[gs]], last_ts_in[key[gs]]
-        has = pt != NONE
-        dt = np.where(has, t - pt, 1)
-        gap = p.max_gap[rule]
-        valid = (kind == THRESHOLD) | (has & ((gap == 0) | (dt <= gap)))
-        x = np.where(
-            kind == THRESHOLD,
-            v,
-            np.where(kind == RATE, (v - pv) * p.per[rule] / dt, np.abs(v - pv)),
+        self._batches += 1
+        rule, s, sensor, t, v, up, st_rule, st_series = kernels.evaluate(
+            np.ascontiguousarray(series, dtype=np.int32),
+            np.ascontiguousarray(ts_us, dtype=np.int64),
+            np.ascontiguousarray(value, dtype=np.float64),
+            self.watermark,
+            self.sensor_of,
+            self.sensor_last,
+            self.sensor_stale_rule,
+            self.sensor_stale_active,
+            ptr,
+            flat,
+            p.kind,
+            p.above,
+            p.limit,
+            p.clear,
+            p.for_us,
+            p.per,
+            p.max_gap,
+            self.active,
+            self.run_start,
+            self.last_ts,
+            self.last_value,
+            self._stamp,
+            self._batches,
         )
-        flat_kind = kind == FLATLINE
-        sets = valid & np.where(flat_kind, x <= limit, np.where(above, x > limit, x < limit))
-        clears = valid & np.where(flat_kind, x > limit, np.where(above, x < clear, x > clear))
-        # runs of consecutive `sets`, possibly continuing a run from the previous batch
-        carried = run_in[key]
-        prev_set = np.empty(n, dtype=bool)
-        prev_set[1:] = sets[:-1]
-        prev_set[gs] = carried[gs] != NONE
-        begins = sets & (gs | ~prev_set)
-        own = np.where(flat_kind, pt, t)
-        start_at = np.where(gs & (carried != NONE), carried, own)
-        run_start = np.where(sets, start_at[np.maximum(_ffill_index(begins), 0)], NONE)
-        raises = sets & (t - np.where(sets, run_start, t) >= p.for_us[rule])
-        last_r = _ffill_index(raises)
-        last_c = _ffill_index(clears)
-        seen = (last_r >= first) | (last_c >= first)
-        act = np.where(seen, last_r > last_c, active_in[key])
-        prev_act = np.empty(n, dtype=bool)
-        prev_act[1:] = act[:-1]
-        prev_act[gs] = active_in[key[gs]]
-        up = act & ~prev_act
-        changed = up | (~act & prev_act)
-        # carry each group's state to the next batch
-        ends = np.append(np.flatnonzero(gs)[1:], n) - 1
-        ke = key[ends]
-        active_in[ke] = act[ends]
-        run_in[ke] = run_start[ends]
-        last_ts_in[ke] = t[ends]
-        last_v_in[ke] = v[ends]
-        sc = s[changed]
-        tr = Transitions(
-            rule[changed].astype(np.int32),
-            sc,
-            self.sensor_of[sc],
-            t[changed],
-            v[changed],
-            up[changed],
-        )
+        tr = Transitions(rule, s, sensor, t, v, up)
         state = StateRows(
-            rule[ends].astype(np.int32), s[ends], act[ends], run_start[ends], t[ends], v[ends]
+            st_rule,
+            st_series,
+            self.active[st_rule, st_series],
+            self.run_start[st_rule, st_series],
+            self.last_ts[st_rule, st_series],
+            self.last_value[st_rule, st_series],
         )
-        return _transitions([tr, alive]), state
-
-    def _alive(self, s: I32, t: I64, v: F64) -> Transitions:
-        """Fresh readings show their sensors alive: clear stale alerts, move sensor clocks.
-        ``s`` is sorted by series, ``t`` ascending within each series."""
-        if len(s) == 0:
-            return _transitions([])
-        k = self.sensor_of[s]
-        np.maximum.at(self.sensor_last, k, t)
-        back = np.flatnonzero(self.sensor_stale_active[k])
-        if len(back) == 0:
-            return _transitions([])
-        # a stale sensor spoke again: cleared at its first fresh reading of the batch
-        ks, first = np.unique(k[back], return_index=True)
-        at = back[first]
-        self.sensor_stale_active[ks] = False
-        return Transitions(
-            self.sensor_stale_rule[ks],
-            np.full(len(ks), -1, dtype=np.int32),
-            ks.astype(np.int32),
-            t[at],
-            v[at],
-            np.zeros(len(ks), dtype=bool),
-        )
+        return tr, state
 
     def tick(self, now_us: int) -> Transitions:
         """Stale checks: sensors silent for longer than their rule allows (judged on event time)."""
         rule = self.sensor_stale_rule
         if len(rule) == 0:
-            return _transitions([])
+            return _no_transitions()
         factor = np.array([r.factor for r in self.rules] + [0.0])[rule]  # -1 -> the 0.0 pad
         silence = now_us - self.sensor_last
         stale = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from processing.sorting import stable_order
+from processing import kernels
 
 MINUTE_US = 60_000_000
 HOUR_US = 3_600_000_000
@@ -61,63 +61,17 @@ def empty() -> Partials:
     return Partials(np.empty(0, dtype=np.int32), i64, i64, f64, f64, f64, i64, f64, i64, f64)
 
 
-class _Groups:
-    """Contiguous groups given by their starts; reductions that cost nothing for the singleton
-    groups (readings a minute apart are mostly alone in their minute, and ``ufunc.reduceat``
-    pays per group)."""
-
-    def __init__(self, starts: npt.NDArray[np.intp], n: int) -> None:
-        self.starts = starts
-        self.counts = np.diff(np.append(starts, n))
-        multi = np.flatnonzero(self.counts > 1)
-        self.multi = multi
-        sizes = self.counts[multi]
-        ends = np.cumsum(sizes)
-        self.sub_starts = ends - sizes  # where each multi group starts inside `pos`
-        # positions of the members of the multi-element groups, group by group
-        self.pos = np.repeat(starts[multi] - self.sub_starts, sizes) + np.arange(
-            int(ends[-1]) if len(ends) else 0
-        )
-
-    def reduce(self, ufunc: np.ufunc, x: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
-        out = x[self.starts]  # a copy; right as it is for the singletons
-        if len(self.multi):
-            out[self.multi] = ufunc.reduceat(x[self.pos], self.sub_starts)
-        return out
-
-    def at_times(self, times: I64, values: F64, wanted: I64) -> F64:
-        """Per group, the value whose time equals the group's wanted time (times unique)."""
-        out: F64 = values[self.starts]
-        if len(self.multi):
-            t, v = times[self.pos], values[self.pos]
-            hit = t == np.repeat(wanted[self.multi], self.counts[self.multi])
-            out[self.multi] = v[hit]
-        return out
-
-
 def of_readings(series: I32, ts_us: I64, value: F64, width_us: int) -> Partials:
     """Partials of raw readings in buckets of ``width_us`` (aligned to the Unix epoch)."""
     if len(series) == 0:
         return empty()
-    bucket = ts_us - ts_us % width_us  # NumPy's % floors, so times before 1970 bucket correctly
-    slot = (bucket - bucket.min()) // width_us
-    # sorted by (series, bucket); the order inside a bucket does not matter
-    order = stable_order(slot, series)
-    s, b, t, v = series[order], bucket[order], ts_us[order], value[order]
-    g = _Groups(_segments(s, b), len(s))
-    first_ts: I64 = g.reduce(np.minimum, t)  # type: ignore[assignment]
-    last_ts: I64 = g.reduce(np.maximum, t)  # type: ignore[assignment]
     return Partials(
-        series=s[g.starts],
-        bucket=b[g.starts],
-        count=g.counts.astype(np.int64),
-        sum=g.reduce(np.add, v),  # type: ignore[arg-type]
-        min=g.reduce(np.minimum, v),  # type: ignore[arg-type]
-        max=g.reduce(np.maximum, v),  # type: ignore[arg-type]
-        first_ts=first_ts,
-        first=g.at_times(t, v, first_ts),
-        last_ts=last_ts,
-        last=g.at_times(t, v, last_ts),
+        *kernels.partials(
+            np.ascontiguousarray(series, dtype=np.int32),
+            np.ascontiguousarray(ts_us, dtype=np.int64),
+            np.ascontiguousarray(value, dtype=np.float64),
+            width_us,
+        )
     )
 
 
@@ -125,20 +79,20 @@ def coarsen(p: Partials, width_us: int) -> Partials:
     """Partials in wider buckets (a multiple of ``p``'s width) from sorted partials, no sort."""
     if len(p) == 0:
         return p
-    bucket = p.bucket - p.bucket % width_us
-    g = _Groups(_segments(p.series, bucket), len(p))
-    ends = np.append(g.starts[1:], len(p)) - 1
     return Partials(
-        series=p.series[g.starts],
-        bucket=bucket[g.starts],
-        count=g.reduce(np.add, p.count),  # type: ignore[arg-type]
-        sum=g.reduce(np.add, p.sum),  # type: ignore[arg-type]
-        min=g.reduce(np.minimum, p.min),  # type: ignore[arg-type]
-        max=g.reduce(np.maximum, p.max),  # type: ignore[arg-type]
-        first_ts=p.first_ts[g.starts],
-        first=p.first[g.starts],
-        last_ts=p.last_ts[ends],
-        last=p.last[ends],
+        *kernels.coarsen(
+            p.series,
+            p.bucket,
+            p.count,
+            p.sum,
+            p.min,
+            p.max,
+            p.first_ts,
+            p.first,
+            p.last_ts,
+            p.last,
+            width_us,
+        )
     )
 
 

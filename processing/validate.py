@@ -8,13 +8,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from processing.catalogue import UNKNOWN, Catalogue
+from processing import kernels
+from processing.catalogue import Catalogue
 
-OK = 0
-NOT_FINITE = 1
-OUT_OF_RANGE = 2
-FUTURE = 3
-TOO_OLD = 4
+OK, NOT_FINITE, OUT_OF_RANGE = kernels.OK, kernels.NOT_FINITE, kernels.OUT_OF_RANGE
+FUTURE, TOO_OLD = kernels.FUTURE, kernels.TOO_OLD
 
 REASONS = {
     NOT_FINITE: "not_finite",
@@ -34,15 +32,15 @@ def check(
     horizon_us: int,
 ) -> npt.NDArray[np.uint8]:
     """Reason code per reading. Unknown quantities (index -1) are not range-checked."""
-    code = np.zeros(value.shape, dtype=np.uint8)
-    known = quantity != UNKNOWN
-    qi = np.where(known, quantity, 0)
-    lo = catalogue.min[qi] if len(catalogue.quantities) else np.full(value.shape, -np.inf)
-    hi = catalogue.max[qi] if len(catalogue.quantities) else np.full(value.shape, np.inf)
-    code[known & ((value < lo) | (value > hi))] = OUT_OF_RANGE
-    code[ts_us < now_us - horizon_us] = TOO_OLD
-    code[ts_us > now_us + max_skew_us] = FUTURE
-    code[~np.isfinite(value)] = NOT_FINITE
+    code: npt.NDArray[np.uint8] = kernels.validate(
+        np.ascontiguousarray(quantity, dtype=np.int32),
+        np.ascontiguousarray(value, dtype=np.float64),
+        np.ascontiguousarray(ts_us, dtype=np.int64),
+        catalogue.min,
+        catalogue.max,
+        now_us - horizon_us,
+        now_us + max_skew_us,
+    )
     return code
 
 

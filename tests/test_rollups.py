@@ -91,3 +91,32 @@ def test_hourly_from_minutes_equals_hourly_from_readings(rs: list[tuple[int, int
     minute = rollups.of_readings(*arrays(rs), rollups.MINUTE_US)
     hour = rollups.of_readings(*arrays(rs), rollups.HOUR_US)
     assert as_rows(rollups.coarsen(minute, rollups.HOUR_US)) == as_rows(hour)
+
+
+def _by_hand(rs: list[tuple[int, int, int]], width: int) -> list[tuple[object, ...]]:
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for s, t, v in rs:
+        groups.setdefault((s, t // width * width), []).append((t, v))
+    rows = []
+    for (s, b), tv in sorted(groups.items()):
+        vs = [float(v) for _, v in tv]
+        (t0, v0), (t1, v1) = min(tv), max(tv)
+        rows.append((s, b, len(tv), sum(vs), min(vs), max(vs), t0, float(v0), t1, float(v1)))
+    return rows
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(st.randoms(use_true_random=False))
+def test_grouping_of_spread_ids_and_long_unsorted_runs(rnd: random.Random) -> None:
+    """The kernel's other sorting paths: series ids too far apart for a counting sort, and one
+    series with hundreds of readings out of order."""
+    spread = [
+        (rnd.randrange(1 << 30), rnd.randrange(-(10**12), 10**12), rnd.randrange(99))
+        for _ in range(300)
+    ]
+    one = [(7, t, rnd.randrange(99)) for t in rnd.sample(range(-(10**11), 10**11, 997), 500)]
+    for rs in (spread, one, spread + one):
+        rs = list({(s, t): (s, t, v) for s, t, v in rs}.values())  # unique (series, ts)
+        rnd.shuffle(rs)
+        p = rollups.of_readings(*arrays(rs), rollups.MINUTE_US)
+        assert as_rows(p) == _by_hand(rs, rollups.MINUTE_US)
