@@ -119,6 +119,7 @@ class Plan:
     fill: Fill
     max_gap_s: int | None
     buckets: int  # per series; 0 for raw readings as stored
+    series: int  # how many series the plan reads
 
     @property
     def table(self) -> str:
@@ -215,7 +216,7 @@ def make_plan(ask: Ask, series: Sequence[SeriesRef], catalogue: Catalogue, max_p
     if ask.resolution is Resolution.raw and ask.step_s is None:
         if ask.fill is Fill.previous:
             raise bad_request("fill=previous needs buckets: give a step")
-        return Plan(ask.start, ask.end, None, Resolution.raw, ask.aggs, ask.fill, None, 0)
+        return Plan(ask.start, ask.end, None, Resolution.raw, ask.aggs, ask.fill, None, 0, n)
 
     width = TIER_WIDTH_S.get(ask.resolution, 0)
     if ask.step_s is not None:
@@ -244,7 +245,7 @@ def make_plan(ask: Ask, series: Sequence[SeriesRef], catalogue: Catalogue, max_p
     max_gap = ask.max_gap_s
     if ask.fill is Fill.previous and max_gap is None:
         max_gap = 5 * step
-    return Plan(start, end, step, resolution, ask.aggs, ask.fill, max_gap, buckets)
+    return Plan(start, end, step, resolution, ask.aggs, ask.fill, max_gap, buckets, n)
 
 
 # -- the SQL ----------------------------------------------------------------------------------
@@ -280,47 +281,70 @@ _ROW_AGG = {
 }
 
 
-_EPOCH_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
+# Reading times carry microseconds: extract's numeric keeps them exact.
+_READING_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
+# Bucket starts are whole seconds (steps are), for which the float8 date_part is exact too
+# (under 2**53 microseconds, until 2255) and costs a fraction of numeric arithmetic per row;
+# fetch reads every column as float64 anyway.
+_BUCKET_US = "date_part('epoch', {col}) * 1000000"
 
 
 def sql_for(plan: Plan, bucket_function: str) -> str:
-    """The query of a plan: parameters %(ids)s, %(start)s, %(end)s, %(step)s, %(limit)s.
+    """The query of a plan: parameters %(series)s, %(start)s, %(end)s, %(step)s, %(limit)s
+    (``params_for`` gives them).
 
-    Rows are (series_id, time as Unix microseconds, aggregates...): integers are cheaper to read
+    Rows are (series_id, time as Unix microseconds, aggregates...): numbers are cheaper to read
     than timestamps, and the grid is built with NumPy. Buckets come unordered (the grid orders
     them), which spares the database a sort.
     """
+    # One series (a panel's usual ask) by plain equality: an array parameter costs a
+    # Python-level dump in psycopg and an array decode in the server on every execution.
+    key = "series_id = %(series)s" if plan.series == 1 else "series_id = ANY(%(series)s)"
     if plan.step_s is None:
         return (
-            f"SELECT series_id, {_EPOCH_US.format(col='ts')}, value FROM reading_data"
-            " WHERE series_id = ANY(%(ids)s) AND ts >= %(start)s AND ts < %(end)s"
+            f"SELECT series_id, {_READING_US.format(col='ts')}, value FROM reading_data"
+            f" WHERE {key} AND ts >= %(start)s AND ts < %(end)s"
             " ORDER BY series_id, ts LIMIT %(limit)s"
         )
     # The origin makes buckets line up with the rollups' (Unix epoch), on both tiers.
     bucket = f"{bucket_function}(%(step)s::interval, {{col}}, '1970-01-01T00:00:00Z'::timestamptz)"
-    out = _EPOCH_US.format(col="b")
+    out = _BUCKET_US.format(col="b")
     if plan.resolution is Resolution.raw:
         cols = ", ".join(f"{_RAW_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
         inner = (
             f"SELECT series_id, {bucket.format(col='ts')} AS b, {cols} FROM reading_data"
-            " WHERE series_id = ANY(%(ids)s) AND ts >= %(start)s AND ts < %(end)s"
+            f" WHERE {key} AND ts >= %(start)s AND ts < %(end)s"
             " GROUP BY 1, 2"
         )
     elif plan.step_s == TIER_WIDTH_S[plan.resolution]:
         cols = ", ".join(f"{_ROW_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
         inner = (
             f"SELECT series_id, bucket AS b, {cols} FROM {plan.table}"
-            " WHERE series_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s"
+            f" WHERE {key} AND bucket >= %(start)s AND bucket < %(end)s"
         )
     else:
         cols = ", ".join(f"{_MERGE_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
         inner = (
             f"SELECT series_id, {bucket.format(col='bucket')} AS b, {cols} FROM {plan.table}"
-            " WHERE series_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s"
+            f" WHERE {key} AND bucket >= %(start)s AND bucket < %(end)s"
             " GROUP BY 1, 2"
         )
     aggs = ", ".join(f"a{i}" for i in range(len(plan.aggs)))
     return f"SELECT series_id, {out}, {aggs} FROM ({inner}) q"
+
+
+def params_for(plan: Plan, ids: Sequence[int], limit: int) -> dict[str, Any]:
+    """The parameters of ``sql_for(plan, ...)`` for the plan's series ``ids``; ``limit`` caps
+    raw readings as stored."""
+    if len(ids) != plan.series:
+        raise ValueError(f"the plan is for {plan.series} series, not {len(ids)}")
+    return {
+        "series": ids[0] if plan.series == 1 else list(ids),
+        "start": plan.start,
+        "end": plan.end,
+        "step": timedelta(seconds=plan.step_s or 1),
+        "limit": limit,
+    }
 
 
 _BEFORE = (
@@ -343,13 +367,7 @@ async def fetch(
     before: bool = True,
 ) -> Result:
     ids = [s.series_id for s in series]
-    params = {
-        "ids": ids,
-        "start": plan.start,
-        "end": plan.end,
-        "step": timedelta(seconds=plan.step_s or 1),
-        "limit": max_points + 1,
-    }
+    params = params_for(plan, ids, max_points + 1)
     # Binary results: numbers arrive without text parsing.
     cur = await conn.execute(sql_for(plan, bucket_function).encode(), params, binary=True)
     rows = await cur.fetchall()

@@ -278,6 +278,36 @@ def test_district_and_domain_select_series(
 
 
 @pytest.mark.parametrize(
+    "shape",
+    [
+        {"step": "1h"},  # hourly rows as they are
+        {"step": "2h"},  # hourly rows merged
+        {"step": "15m"},  # minute rows merged
+        {"step": "90s"},  # raw readings aggregated
+        {"resolution": "raw"},  # raw readings as stored
+    ],
+)
+def test_one_series_answers_as_it_does_among_several(
+    api: Api,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    shape: dict[str, str],
+) -> None:
+    # One series is matched by equality, several by = ANY(array): the rows must not differ.
+    span = {"start": (T0 + timedelta(hours=5)).isoformat(), "end": "2026-11-20T08:00:00Z"}
+    agg = [] if shape.get("resolution") == "raw" else AGGS
+    one = doc(api, sensor="AQ-1", quantity="pm25", agg=agg, **span, **shape)
+    both = doc(api, sensor="AQ-1,AQ-2", quantity="pm25", agg=agg, **span, **shape)
+    assert one["query"]["table"] == both["query"]["table"]
+    assert one["data"] and one["data"] == [r for r in both["data"] if r["sensor_id"] == "AQ-1"]
+    if shape.get("resolution") == "raw":  # times of readings as stored keep their microseconds
+        ts, v = data["AQ-1"]
+        m = (ts >= us(T0 + timedelta(hours=5))) & (ts < us(T0 + timedelta(hours=8)))
+        got = pd.to_datetime([r["ts"] for r in one["data"]]).as_unit("us").asi8
+        np.testing.assert_array_equal(got, ts[m])
+        assert [r["value"] for r in one["data"]] == v[m].tolist()
+
+
+@pytest.mark.parametrize(
     ("params", "status", "message"),
     [
         ({"sensor": "NOPE", "quantity": "pm25"}, 404, "unknown sensor: NOPE"),
