@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ingest import native, records, sdm, senml, topics
 from ingest.meta import parse_meta, parse_status
-from ingest.records import Candidate, Decoded, Rejection
+from ingest.records import Columns, Decoded, Rejection
 from processing import validate
 from processing.catalogue import UNKNOWN, Catalogue
 from store.writer import Batch, GatewayStatus, QuarantineRow, Readings, SensorMeta
@@ -23,6 +24,10 @@ DECODERS: dict[str, Callable[[bytes, float], Decoded]] = {
     "senml": senml.decode,
     "json": native.decode,
     "sdm": sdm.decode,
+}
+# Decoders that append readings to columns themselves, used instead of DECODERS' (same answer).
+COLUMN_DECODERS: dict[str, Callable[[bytes, float, Columns], list[Rejection]]] = {
+    "senml": senml.decode_into,
 }
 # A quarantined payload is kept whole up to this size; beyond it the head is kept and the detail
 # says how large the message was, so one hostile message cannot fill the database.
@@ -52,6 +57,16 @@ class Limits:
 Conversion = tuple[int, float, float, str | None]
 
 
+class _Conversions(NamedTuple):
+    """Per reading: whether its (quantity, unit) can be stored, and how."""
+
+    known: npt.NDArray[np.bool_]
+    qidx: npt.NDArray[np.int32]
+    scale: npt.NDArray[np.float64]
+    offset: npt.NDArray[np.float64]
+    unit: npt.NDArray[np.object_]  # the unit stored: canonical, or as given if unknown
+
+
 def quarantine_row(m: Message, gateway: str | None, rej: Rejection) -> QuarantineRow:
     payload, detail = m.payload, rej.detail
     if len(payload) > QUARANTINE_KEEP_BYTES:
@@ -68,9 +83,15 @@ class Accumulator:
     catalogue: Catalogue
     limits: Limits
     messages: list[Message] = field(default_factory=list)
-    _cand: list[Candidate] = field(default_factory=list)
-    _origin: list[int] = field(default_factory=list)  # message index per candidate
-    _gateway: list[str | None] = field(default_factory=list)
+    _cols: Columns = field(default_factory=Columns)
+    # Distinct (quantity, unit) pairs so far, numbered in order: converted once each in finish.
+    _kinds: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    # Runs of consecutive readings of one message and one kind (a SenML pack of one quantity is
+    # one run), so that per-reading message, gateway and kind are spread by NumPy in finish.
+    _run_message: list[int] = field(default_factory=list)
+    _run_gateway: list[str | None] = field(default_factory=list)
+    _run_kind: list[int] = field(default_factory=list)
+    _run_length: list[int] = field(default_factory=list)
     quarantine: list[QuarantineRow] = field(default_factory=list)
     sensors: list[SensorMeta] = field(default_factory=list)
     statuses: list[GatewayStatus] = field(default_factory=list)
@@ -78,7 +99,7 @@ class Accumulator:
 
     @property
     def readings(self) -> int:
-        return len(self._cand)
+        return len(self._cols.sensor)  # asked after every message: no Python-level __len__
 
     def _reject(self, m: Message, gateway: str | None, rej: Rejection) -> None:
         self.quarantine.append(quarantine_row(m, gateway, rej))
@@ -115,14 +136,47 @@ class Accumulator:
                 return
             rejections = [status]
         else:
-            decoded = DECODERS[t.kind](m.payload, m.received_at)
-            index = len(self.messages) - 1
-            self._cand.extend(decoded.readings)
-            self._origin.extend([index] * len(decoded.readings))
-            self._gateway.extend([gw] * len(decoded.readings))
-            rejections = decoded.rejections
+            rejections = self._decode(t.kind, m, gw)
         for rej in rejections:
             self._reject(m, gw, rej)
+
+    def _decode(self, kind: str, m: Message, gateway: str) -> list[Rejection]:
+        """Decode a readings message into the columns; its rejections."""
+        cols = self._cols
+        before = len(cols.sensor)
+        columnar = COLUMN_DECODERS.get(kind)
+        if columnar is None:
+            decoded = DECODERS[kind](m.payload, m.received_at)
+            cols.extend_rows(decoded.readings)
+            rejections = decoded.rejections
+        else:  # no object per reading
+            rejections = columnar(m.payload, m.received_at, cols)
+        count = len(cols.sensor) - before
+        if count:
+            self._add_runs(len(self.messages) - 1, gateway, before, count)
+        return rejections
+
+    def _add_runs(self, message: int, gateway: str, start: int, count: int) -> None:
+        """Note message, gateway and kind of the readings from ``start`` on, in as few runs as
+        is cheap: one for readings of one kind (the usual message), else one per reading."""
+        kinds, cols = self._kinds, self._cols
+        if count == 1:
+            pair = (cols.quantity[start], cols.unit[start])
+        else:
+            quantity, unit = cols.quantity[start:], cols.unit[start:]
+            if quantity.count(quantity[0]) == count and unit.count(unit[0]) == count:
+                pair = (quantity[0], unit[0])
+            else:
+                pairs = zip(quantity, unit, strict=True)
+                self._run_kind += [kinds.setdefault(pair, len(kinds)) for pair in pairs]
+                self._run_length += [1] * count
+                self._run_message += [message] * count
+                self._run_gateway += [gateway] * count
+                return
+        self._run_kind.append(kinds.setdefault(pair, len(kinds)))
+        self._run_length.append(count)
+        self._run_message.append(message)
+        self._run_gateway.append(gateway)
 
     def finish(self, provisioned: Callable[[set[str]], set[str]], now: float) -> Batch:
         """Convert units and validate everything added; ``provisioned`` answers strict mode.
@@ -130,84 +184,46 @@ class Accumulator:
         Safe to call again after a failure (for example the database answering ``provisioned``
         went away): it changes nothing in the accumulator.
         """
-        cat = self.catalogue
+        cols = self._cols
+        runs = np.array(self._run_length, dtype=np.intp)
+        origin = np.repeat(np.array(self._run_message, dtype=np.intp), runs)
+        gateway = np.repeat(np.array(self._run_gateway, dtype=object), runs)
         out = list(self.quarantine)
-        n = len(self._cand)
-        # Per-candidate work is plain lists (cheaper than NumPy scalar writes); arrays come after.
-        qidx_l: list[int] = [UNKNOWN] * n
-        value_l: list[float] = [0.0] * n
-        ts_l: list[float] = [0.0] * n
-        unit: list[str | None] = [None] * n
-        keep_l: list[bool] = [True] * n
-        conversions: dict[tuple[str, str | None], Conversion | None] = {}
-        strict = self.limits.strict
-        allowed = provisioned({c.sensor for c in self._cand}) if strict and n else set()
-        for i, c in enumerate(self._cand):
-            key = (c.quantity, c.unit)
-            if key in conversions:
-                conv = conversions[key]
-            else:
-                conv = conversions[key] = self._conversion(c.quantity, c.unit)
-            if conv is not None and not (strict and c.sensor not in allowed):
-                qidx_l[i], scale, offset, unit[i] = conv
-                value_l[i] = c.value * scale + offset
-                ts_l[i] = c.ts
-                continue
-            keep_l[i] = False
-            m = self.messages[self._origin[i]]
-            rej = self._refusal(c, strict and c.sensor not in allowed)
-            out.append(quarantine_row(m, self._gateway[i], rej))
-        qidx = np.array(qidx_l, dtype=np.int32)
-        value = np.array(value_l, dtype=np.float64)
-        ts = np.array(ts_l, dtype=np.float64)
-        keep = np.array(keep_l, dtype=bool)
-        finite_ts = np.isfinite(ts)
-        ts_us = np.where(finite_ts, np.round(np.where(finite_ts, ts, 0.0) * 1e6), 0).astype(
-            np.int64
-        )
-        code = validate.check(
-            cat,
-            qidx,
-            value,
-            ts_us,
-            now_us=int(now * 1e6),
-            max_skew_us=int(self.limits.max_skew_s * 1e6),
-            horizon_us=int(self.limits.horizon_s * 1e6),
-        )
-        code[~finite_ts & keep] = validate.TOO_OLD
+
+        def reject(i: int, rej: Rejection) -> None:
+            out.append(quarantine_row(self.messages[origin[i]], gateway[i], rej))
+
+        units = self._units(np.repeat(np.array(self._run_kind, dtype=np.intp), runs))
+        keep = units.known.copy()
+        if self.limits.strict and len(cols):
+            allowed = provisioned(set(cols.sensor))
+            unprovisioned = [s not in allowed for s in cols.sensor]
+            keep &= ~np.array(unprovisioned, dtype=bool)
+        else:
+            unprovisioned = None
+        for i in np.flatnonzero(~keep).tolist():
+            gone = unprovisioned is not None and unprovisioned[i]
+            reject(i, self._refusal(cols.sensor[i], cols.quantity[i], cols.unit[i], gone))
+        qidx = np.where(keep, units.qidx, UNKNOWN).astype(np.int32)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf is caught as not_finite below
+            value = np.fromiter(cols.value, np.float64, len(cols)) * units.scale + units.offset
+        value[~keep] = 0.0
+        ts = np.where(keep, np.fromiter(cols.ts, np.float64, len(cols)), 0.0)
+        ts_us, code = self._check(qidx, value, ts, keep, now)
         for i in np.flatnonzero((code != validate.OK) & keep).tolist():
-            c = self._cand[i]
-            q = cat.quantities[qidx[i]] if qidx[i] != UNKNOWN else None
-            detail = validate.describe(
-                int(code[i]),
-                c.quantity,
-                float(value[i]),
-                unit[i] or "",
-                q.min if q else -np.inf,
-                q.max if q else np.inf,
-            )
-            m = self.messages[self._origin[i]]
-            out.append(
-                quarantine_row(
-                    m,
-                    self._gateway[i],
-                    Rejection(validate.REASONS[int(code[i])], f"{c.sensor}: {detail}"),
-                )
-            )
+            reject(i, self._invalid(i, int(code[i]), int(qidx[i]), float(value[i]), units.unit[i]))
             keep[i] = False
         sel = np.flatnonzero(keep)
-        chosen = sel.tolist()
-        received = np.array([self.messages[o].received_at for o in self._origin], dtype=np.float64)
+        every = len(sel) == len(cols)
+        received = np.array([m.received_at for m in self.messages], dtype=np.float64)
         readings = Readings(
-            sensor=[self._cand[i].sensor for i in chosen],
-            quantity=[self._cand[i].quantity for i in chosen],
-            unit=[unit[i] for i in chosen],
-            gateway=[self._gateway[i] for i in chosen],
+            sensor=_pick(cols.sensor, sel),
+            quantity=_pick(cols.quantity, sel),
+            unit=(units.unit if every else units.unit[sel]).tolist(),
+            gateway=(gateway if every else gateway[sel]).tolist(),
             ts_us=ts_us[sel],
             value=value[sel],
-            received_us=np.round(received[sel] * 1e6).astype(np.int64)
-            if n
-            else np.empty(0, np.int64),
+            received_us=np.round(received[origin[sel]] * 1e6).astype(np.int64),
         )
         return Batch(
             readings=readings,
@@ -217,18 +233,70 @@ class Accumulator:
             gateways_seen=self.gateways_seen,
         )
 
-    def _refusal(self, c: Candidate, unprovisioned: bool) -> Rejection:
+    def _check(
+        self,
+        qidx: npt.NDArray[np.int32],
+        value: npt.NDArray[np.float64],
+        ts: npt.NDArray[np.float64],
+        keep: npt.NDArray[np.bool_],
+        now: float,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+        """(event times in microseconds, validation code) per reading."""
+        finite_ts = np.isfinite(ts)
+        ts_us = np.where(finite_ts, np.round(np.where(finite_ts, ts, 0.0) * 1e6), 0).astype(
+            np.int64
+        )
+        code = validate.check(
+            self.catalogue,
+            qidx,
+            value,
+            ts_us,
+            now_us=int(now * 1e6),
+            max_skew_us=int(self.limits.max_skew_s * 1e6),
+            horizon_us=int(self.limits.horizon_s * 1e6),
+        )
+        code[~finite_ts & keep] = validate.TOO_OLD
+        return ts_us, code
+
+    def _invalid(self, i: int, code: int, qidx: int, value: float, unit: str | None) -> Rejection:
+        """The rejection of reading ``i``, converted, that validation gave ``code``."""
+        cols = self._cols
+        q = self.catalogue.quantities[qidx] if qidx != UNKNOWN else None
+        detail = validate.describe(
+            code,
+            cols.quantity[i],
+            value,
+            unit or "",
+            q.min if q else -np.inf,
+            q.max if q else np.inf,
+        )
+        return Rejection(validate.REASONS[code], f"{cols.sensor[i]}: {detail}")
+
+    def _refusal(
+        self, sensor: str, quantity: str, unit: str | None, unprovisioned: bool
+    ) -> Rejection:
         if unprovisioned:
             reason, detail = records.UNKNOWN_SENSOR, "sensor is not provisioned"
-        elif (q := self.catalogue.get(c.quantity)) is None:
-            reason, detail = records.UNKNOWN_QUANTITY, f"{c.quantity!r} is not in the catalogue"
+        elif (q := self.catalogue.get(quantity)) is None:
+            reason, detail = records.UNKNOWN_QUANTITY, f"{quantity!r} is not in the catalogue"
         else:
             reason = records.UNKNOWN_UNIT
             detail = (
-                f"{c.quantity}: unit {c.unit!r} is not accepted"
+                f"{quantity}: unit {unit!r} is not accepted"
                 f" (accepted: {', '.join(sorted(q.units))})"
             )
-        return Rejection(reason, f"{c.sensor}: {detail}")
+        return Rejection(reason, f"{sensor}: {detail}")
+
+    def _units(self, kind: npt.NDArray[np.intp]) -> _Conversions:
+        """Unit conversion per reading of each ``kind``, looked up once per kind."""
+        convs = [self._conversion(q, u) for q, u in self._kinds]
+        return _Conversions(
+            known=np.array([c is not None for c in convs], dtype=bool)[kind],
+            qidx=np.array([c[0] if c else UNKNOWN for c in convs], dtype=np.int32)[kind],
+            scale=np.array([c[1] if c else 1.0 for c in convs], dtype=np.float64)[kind],
+            offset=np.array([c[2] if c else 0.0 for c in convs], dtype=np.float64)[kind],
+            unit=np.array([c[3] if c else None for c in convs], dtype=object)[kind],
+        )
 
     def _conversion(self, quantity: str, unit: str | None) -> Conversion | None:
         """(quantity index, scale, offset, canonical unit), or None when it cannot be stored."""
@@ -241,3 +309,10 @@ class Accumulator:
         if conv is None:
             return None
         return cat.index[quantity], conv[0], conv[1], q.unit
+
+
+def _pick(column: list[str], sel: npt.NDArray[np.intp]) -> list[str]:
+    """column[i] for i in sel (a copy)."""
+    if len(sel) == len(column):
+        return list(column)
+    return [column[i] for i in sel.tolist()]

@@ -22,14 +22,22 @@ What becomes a rejection (reason, scope):
 
 A record carrying only base fields (RFC 8428's own examples open a pack with ``{"bn": ...}``)
 sets context and yields no reading and no rejection.
+
+Long packs of the usual shape (a head record with the base fields, then records of n, u, v, t
+only) are resolved column by column (``_fast``); any pack that path is unsure of is resolved
+record by record (``_general``), which is the reference: both give the same answer.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import permutations, repeat
+from typing import cast
 
 import orjson
 
@@ -41,7 +49,9 @@ from ingest.records import (
     NON_NUMERIC,
     NOT_FINITE,
     Candidate,
+    Columns,
     Decoded,
+    Rejection,
     clip,
     json_kind,
 )
@@ -86,18 +96,45 @@ class _Base:
 
 def decode(payload: bytes, now: float) -> Decoded:
     """Candidate readings and rejections from one SenML JSON pack; never raises on input."""
-    out = Decoded()
+    pack = _load(payload)
+    if isinstance(pack, Rejection):
+        return Decoded(rejections=[pack])
+    cols = Columns()
+    if len(pack) >= FAST_MIN_RECORDS and _fast(pack, now, cols):
+        return Decoded(cols.rows())
+    return _general(pack, now)
+
+
+def decode_into(payload: bytes, now: float, out: Columns) -> list[Rejection]:
+    """``decode`` for the pipeline: the readings are appended to ``out`` column by column (no
+    object per reading on the common path); answers the rejections."""
+    pack = _load(payload)
+    if isinstance(pack, Rejection):
+        return [pack]
+    if len(pack) >= FAST_MIN_RECORDS and _fast(pack, now, out):
+        return []
+    decoded = _general(pack, now)
+    out.extend_rows(decoded.readings)
+    return decoded.rejections
+
+
+def _load(payload: bytes) -> list[object] | Rejection:
+    """The pack's records, or why the message as a whole is not a pack."""
     try:
         pack = orjson.loads(payload)
     except orjson.JSONDecodeError as err:
-        out.reject(MALFORMED_JSON, f"not JSON: {err}")
-        return out
+        return Rejection(MALFORMED_JSON, f"not JSON: {err}")
     if type(pack) is not list:
         hint = "; wrap a single record in [ ]" if type(pack) is dict else ""
-        out.reject(
+        return Rejection(
             BAD_SENML, f"a SenML pack is a JSON array of records, not {json_kind(pack)}{hint}"
         )
-        return out
+    return pack
+
+
+def _general(pack: list[object], now: float) -> Decoded:
+    """Every record resolved one by one by the full RFC 8428 rules, with every rejection."""
+    out = Decoded()
     problem = _pack_problem(pack)
     if problem is not None:
         out.reject(*problem)
@@ -116,6 +153,213 @@ def decode(payload: bytes, now: float) -> Decoded:
         except _Reject as bad:
             out.reject(bad.reason, bad.detail, i)
     return out
+
+
+# -- the fast path ------------------------------------------------------------------------------
+# Most packs are one sensor's: a head record with bn (bt, bu) and maybe a reading, then plain
+# records of n, u, v and t. Those are resolved column by column, with list operations rather than
+# a function call per field. Anything else, or anything the general path would reject, is left to
+# the general path, so the result is always the general path's.
+
+# Below this many records the column machinery costs more than resolving record by record.
+FAST_MIN_RECORDS = 8
+_HEAD_FIELDS = frozenset({"bn", "bt", "bu", "bver", "n", "u", "v", "t"})
+_PLAIN_FIELDS = ("n", "u", "t", "v")  # the fields a plain record may hold
+_NUMBERS = frozenset({int, float})
+_FLOATS = frozenset({float})
+_DICTS = frozenset({dict})
+# A getter for each way a plain record may list its fields (two or more, v among them), keyed by
+# that order, so that a record's own key order finds it.
+_GETTERS = {
+    fields: operator.itemgetter(*fields)
+    for size in range(2, len(_PLAIN_FIELDS) + 1)
+    for fields in permutations(_PLAIN_FIELDS, size)
+    if "v" in fields
+}
+
+
+class _Missing:
+    """Marks a field a record does not hold, in a column of values of several records."""
+
+
+_MISSING = _Missing()
+
+Column = Sequence[object]  # one field's values, record by record (_MISSING where absent)
+# Resolved plain records: sensor, quantity, ts, value and unit columns, ready to append.
+_Rest = tuple[Iterable[str], Iterable[str], Iterable[float], Iterable[float], Iterable[str | None]]
+
+
+def _fast(pack: list[object], now: float, out: Columns) -> bool:
+    """Append the pack's readings to ``out``, resolved column-wise, if it is of the common shape
+    with nothing to reject in it; else False, ``out`` untouched."""
+    if not pack:
+        return False
+    head = pack[0]
+    if type(head) is not dict or not head.keys() <= _HEAD_FIELDS:
+        return False
+    if "bver" in head and _pack_problem([head]) is not None:  # an unusable version
+        return False
+    base = _Base()
+    _apply_base(base, head, 0)
+    if base.broken:
+        return False
+    first: list[Candidate] = []
+    if _BASE_FIELDS.isdisjoint(head) or not _RECORD_FIELDS.isdisjoint(head):  # not a header
+        try:
+            first.append(_resolve(base, head, now))
+        except _Reject:
+            return False
+    rest = None
+    if len(pack) > 1:
+        cols = _plain_columns(pack[1:])
+        rest = None if cols is None else _resolve_columns(base, cols, len(pack) - 1, now)
+        if rest is None:
+            return False
+    out.extend_rows(first)
+    if rest is not None:
+        out.extend_columns(*rest)
+    return True
+
+
+def _plain_columns(rest: list[object]) -> dict[str, Column] | None:
+    """Field -> its values, when every record is an object of plain fields only; else None."""
+    first = rest[0]
+    if type(first) is not dict:
+        return None
+    fields = tuple(first)
+    getter = _GETTERS.get(fields)
+    if getter is not None:
+        # Records shaped like the first: one C-level getter call per record, then transposed.
+        # The getter checks they are objects: anything else raises TypeError.
+        records = cast("list[dict[str, object]]", rest)
+        try:
+            rows = list(map(getter, records))
+        except (KeyError, TypeError):  # a record lacks a field, or is not an object
+            rows = None
+        if rows is not None and sum(map(len, records)) == len(fields) * len(records):
+            return dict(zip(fields, zip(*rows, strict=True), strict=True))
+    return _mixed_columns(rest)
+
+
+def _mixed_columns(rest: list[object]) -> dict[str, Column] | None:
+    """Like _plain_columns, for records that hold different plain fields."""
+    if set(map(type, rest)) != _DICTS:
+        return None
+    records = cast("list[dict[str, object]]", rest)
+    cols: dict[str, Column] = {}
+    held = 0
+    for f in _PLAIN_FIELDS:
+        col = [r.get(f, _MISSING) for r in records]
+        absent = col.count(_MISSING)
+        if absent < len(col):
+            cols[f] = col
+            held += len(col) - absent
+    if held != sum(map(len, records)):  # some record holds another field
+        return None
+    return cols
+
+
+def _resolve_columns(base: _Base, cols: dict[str, Column], count: int, now: float) -> _Rest | None:
+    """The readings of ``count`` plain records, column by column (lazily: nothing that remains
+    to be done can fail); None when one of them needs the general path."""
+    if "v" not in cols:
+        return None
+    values = _values(cols["v"])
+    times = _times(cols.get("t"), count, base.time, now)
+    names = _names(cols.get("n"), count, base.name)
+    units = _units(cols.get("u"), count, base.unit)
+    if values is None or times is None or names is None or units is None:
+        return None
+    return names[0], names[1], times, values, units
+
+
+def _values(col: Column) -> Iterable[float] | None:
+    """v as floats: bv is not in force here, so the value is v itself (finite: orjson refuses
+    NaN and Infinity, and its integers fit a float)."""
+    types = set(map(type, col))
+    if not types <= _NUMBERS:  # a string, boolean, null, ... or a record without v
+        return None
+    numbers = cast("Sequence[float]", col)
+    return numbers if types == _FLOATS else map(float, numbers)
+
+
+def _times(col: Column | None, count: int, bt: float, now: float) -> Iterable[float] | None:
+    """Resolved event times, by the same operations as _time: bt + t, then + now if relative."""
+    if col is None:
+        col = (0.0,) * count  # as _time: no t means 0
+    types = set(map(type, col))
+    if not types <= _NUMBERS:
+        if not types - _NUMBERS <= {_Missing}:
+            return None
+        col = [0.0 if t is _MISSING else t for t in col]
+    ts = cast("Sequence[float]", col)
+    # Rounded additions never decrease as t grows: the extreme t give the extreme times.
+    # (Sums of finite numbers are never NaN, so the comparisons below are meaningful.)
+    low, high = bt + min(ts), bt + max(ts)
+    if low >= RELATIVE_LIMIT:  # all absolute
+        return None if high > EPOCH_MAX else map(bt.__add__, ts)  # t + bt: addition commutes
+    if high < RELATIVE_LIMIT:  # all relative to now (RFC 8428 section 4.5.3)
+        if low + now < EPOCH_MIN or high + now > EPOCH_MAX:
+            return None
+        return [bt + t + now for t in ts]
+    mixed = [t + now if t < RELATIVE_LIMIT else t for t in map(bt.__add__, ts)]
+    return None if min(mixed) < EPOCH_MIN or max(mixed) > EPOCH_MAX else mixed
+
+
+def _names(col: Column | None, count: int, bn: str) -> tuple[Iterable[str], Iterable[str]] | None:
+    """(sensors, quantities) from bn + n, each distinct n split once."""
+    if col is None:
+        col = ("",) * count  # no n anywhere: bn names every record
+    first = col[0]
+    if type(first) is str and col.count(first) == count:  # one name for all (no hashing)
+        parts = _split(bn + first)
+        return None if parts is None else (repeat(parts[0], count), repeat(parts[1], count))
+    try:
+        distinct = set(col)
+    except TypeError:  # an array or object: not a name
+        return None
+    sensors: dict[object, str] = {}
+    quantities: dict[object, str] = {}
+    for n in distinct:
+        if n is _MISSING:
+            parts = _split(bn)
+        elif type(n) is str:
+            parts = _split(bn + n)
+        else:
+            return None
+        if parts is None:
+            return None
+        sensors[n], quantities[n] = parts
+    return _spread(sensors, col, count), _spread(quantities, col, count)
+
+
+def _spread(by_key: dict[object, str], keys: Column, count: int) -> Iterable[str]:
+    """by_key[k] for each k of ``keys``."""
+    distinct = set(by_key.values())
+    if len(distinct) == 1:  # one sensor, or one quantity, for the whole column
+        return repeat(distinct.pop(), count)
+    return map(by_key.__getitem__, keys)
+
+
+def _units(col: Column | None, count: int, bu: str | None) -> Iterable[str | None] | None:
+    """u, else bu, per record."""
+    if col is None:
+        return repeat(bu, count)
+    first = col[0]
+    if type(first) is str and col.count(first) == count:  # one unit for all
+        return repeat(first, count)  # one object: later equality checks are identity checks
+    try:
+        distinct = set(col)
+    except TypeError:
+        return None
+    if not all(type(u) is str or u is _MISSING for u in distinct):
+        return None
+    if _MISSING in distinct:
+        return [bu if u is _MISSING else cast(str, u) for u in col]
+    return cast("Sequence[str]", col)
+
+
+# -- the general path ---------------------------------------------------------------------------
 
 
 def _pack_problem(pack: list[object]) -> tuple[str, str] | None:

@@ -23,9 +23,10 @@ from ingest.records import (
     REASONS,
     UNKNOWN_UNIT,
     Candidate,
+    Columns,
     Decoded,
 )
-from ingest.timeparse import parse_interval, parse_time
+from ingest.timeparse import EPOCH_MAX, parse_interval, parse_time
 from processing import catalogue
 
 NOW = 1_764_252_100.0  # 2025-11-27T14:01:40Z
@@ -532,6 +533,112 @@ def test_senml_huge_integers_are_floats() -> None:
     d = senml.decode(b'[{"n": "S1:a", "v": 123456789012345678901234567890}]', NOW)
     assert d.readings[0].value == pytest.approx(1.2345678901234568e29)
     assert_sane(d)
+
+
+# --------------------------------------------------------------------------------------------
+# SenML: long packs, resolved column-wise when nothing in them needs the record-by-record path
+
+Pack = list[dict[str, object]]
+
+
+def long_pack() -> Pack:
+    """The benchmark's shape: a head with bn and bt, then plain records with a relative t."""
+    head: dict[str, object] = {"bn": "S-1:", "bt": T0, "n": "flow", "u": "veh/h", "v": 1000.0}
+    return [head] + [
+        {"n": "flow", "u": "veh/h", "t": round(j * 0.01, 6), "v": 1000.0 + j} for j in range(1, 12)
+    ]
+
+
+def exact(rows: list[Candidate]) -> list[tuple[str, str, str, str, str | None]]:
+    return [(c.sensor, c.quantity, c.ts.hex(), c.value.hex(), c.unit) for c in rows]
+
+
+DROP = object()  # an edit's value that removes the field
+# (record, field, value): set a field, remove it (DROP), or replace the whole record (field None)
+Edit = tuple[int, str | None, object]
+
+
+def edited(pack: Pack, edits: list[Edit]) -> list[object]:
+    out: list[object] = list(pack)
+    for i, key, value in edits:
+        rec = out[i]
+        if key is None:
+            out[i] = value
+        elif isinstance(rec, dict):
+            rec.pop(key) if value is DROP else rec.__setitem__(key, value)
+    return out
+
+
+HEADER: list[Edit] = [(0, "n", DROP), (0, "u", DROP), (0, "v", DROP)]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected", "fast"),
+    [
+        pytest.param([], [], True, id="as is"),
+        pytest.param([(0, "bver", 5)], [], True, id="bver"),
+        pytest.param([(0, "bt", DROP)], [], True, id="all relative"),
+        pytest.param(HEADER, [], True, id="header"),
+        pytest.param([(0, "bu", "m"), (5, "u", DROP)], [], True, id="bu"),
+        pytest.param([(0, "bn", "S-1:flow"), (5, "n", DROP)], [], True, id="bn names it"),
+        pytest.param([(5, "t", 2**28 - T0)], [], True, id="bt + t = 2**28"),
+        pytest.param([(0, "bt", DROP), (5, "t", 2**28)], [], True, id="one absolute"),
+        pytest.param([(5, "n", "speed")], [], True, id="two quantities"),
+        pytest.param([(5, "n", "S-2:flow")], [], True, id="two sensors"),
+        pytest.param([(5, "t", 7)], [], True, id="integer t"),
+        pytest.param([(5, "v", 7)], [], True, id="integer v"),
+        pytest.param([(0, "bver", "5")], [(BAD_SENML, None)], False, id="bad bver"),
+        pytest.param([(0, "x_", 1)], [(MUST_UNDERSTAND, None)], False, id="head x_"),
+        pytest.param([(5, "x_", 1)], [(MUST_UNDERSTAND, None)], False, id="record x_"),
+        pytest.param([(0, "bv", 10)], [], False, id="bv"),
+        pytest.param([(5, "ext", 1)], [], False, id="unknown label"),
+        pytest.param([(5, "bn", "S-2:")], [], False, id="later bn"),
+        pytest.param(
+            [(5, "bt", "soon")], [(BAD_SENML, i) for i in range(5, 12)], False, id="bad bt"
+        ),
+        pytest.param([(0, "bu", None)], [(BAD_SENML, i) for i in range(12)], False, id="bad bu"),
+        pytest.param([(5, "v", True)], [(BAD_SENML, 5)], False, id="boolean v"),
+        pytest.param([(5, "v", None)], [(BAD_SENML, 5)], False, id="null v"),
+        pytest.param([(5, "v", DROP)], [(BAD_SENML, 5)], False, id="no v"),
+        pytest.param([(5, "vs", "x")], [(BAD_SENML, 5)], False, id="v and vs"),
+        pytest.param([(5, "v", DROP), (5, "vb", True)], [(NON_NUMERIC, 5)], False, id="vb"),
+        pytest.param([(5, "s", 1)], [], False, id="sum"),
+        pytest.param([(5, "t", "x")], [(BAD_SENML, 5)], False, id="string t"),
+        pytest.param([(5, "t", False)], [(BAD_SENML, 5)], False, id="boolean t"),
+        pytest.param([(5, "u", None)], [(BAD_SENML, 5)], False, id="null u"),
+        pytest.param([(5, "u", ["m"])], [(BAD_SENML, 5)], False, id="array u"),
+        pytest.param([(5, "n", 5)], [(BAD_SENML, 5)], False, id="number n"),
+        pytest.param([(5, "n", ["flow"])], [(BAD_SENML, 5)], False, id="array n"),
+        pytest.param([(5, "n", DROP)], [(BAD_SENML, 5)], False, id="no n"),
+        pytest.param([(5, "n", "fl ow")], [(BAD_SENML, 5)], False, id="bad name"),
+        pytest.param([(5, None, 7)], [(BAD_SENML, 5)], False, id="not an object"),
+        pytest.param([(5, None, {})], [(BAD_SENML, 5)], False, id="empty record"),
+        pytest.param([(5, "t", EPOCH_MAX)], [(BAD_TIME, 5)], False, id="past 9999"),
+        pytest.param(
+            [(0, "bt", EPOCH_MAX - 0.05)],
+            [(BAD_TIME, i) for i in range(6, 12)],
+            False,
+            id="past 9999 later",
+        ),
+        pytest.param([(5, "t", -1e12)], [(BAD_TIME, 5)], False, id="relative before 0001"),
+        pytest.param(
+            [(0, "bt", DROP), (5, "t", EPOCH_MAX + 1)], [(BAD_TIME, 5)], False, id="mixed"
+        ),
+    ],
+)
+def test_senml_long_pack_fast_path_or_not(
+    edits: list[Edit], expected: list[tuple[str, int | None]], fast: bool
+) -> None:
+    """Either way the answer is the record-by-record path's; the rejections are as expected."""
+    payload = enc(edited(long_pack(), edits))
+    cols = Columns()
+    assert senml._fast(orjson.loads(payload), NOW, cols) is fast
+    d = senml.decode(payload, NOW)
+    assert why(d) == expected
+    general = senml._general(orjson.loads(payload), NOW)
+    assert exact(d.readings) == exact(general.readings) and d.rejections == general.rejections
+    if fast:
+        assert exact(cols.rows()) == exact(general.readings)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ingest import native, sdm, senml
-from ingest.records import REASONS, Decoded
+from ingest.records import REASONS, Candidate, Columns, Decoded
 from ingest.timeparse import EPOCH_MAX, EPOCH_MIN, parse_interval, parse_time
 
 NOW = 1_764_252_100.0
@@ -283,6 +284,161 @@ def test_senml_valid_packs_resolve(
         when = (bt or 0.0) + (t or 0.0)
         assert c.ts == (when + NOW if when < 2**28 else when)
         assert c.value == (v if bv is None else bv + v)
+
+
+# --------------------------------------------------------------------------------------------
+# SenML: the column-wise fast path answers exactly what the record-by-record path does
+
+# Well-formed values of the plain fields and of a head record, edge cases included. Each pack
+# draws its values of a field from one of the field's styles.
+edge_times = st.sampled_from(
+    [
+        *(EPOCH_MAX, EPOCH_MIN, EPOCH_MAX + 1, EPOCH_MIN - 1, 1.5 * EPOCH_MAX, 1.5 * EPOCH_MIN),
+        *(2**28, 2**28 - 1, 2.0**28 - 0.5, -1e12),
+    ]
+)
+fast_styles: dict[str, list[st.SearchStrategy[Any]]] = {
+    "n": [st.just("flow"), st.sampled_from(["flow", "pm25", "speed"]), ident, names],
+    "u": [st.just("veh/h"), st.sampled_from(["veh/h", "Cel", "m"])],
+    "t": [
+        st.floats(0, 1),
+        st.floats(-1e3, 1e3),
+        st.integers(-100, 100),
+        small_time,
+        weighted((6, st.floats(-10, 10)), (1, edge_times)),
+        mostly(st.floats(0, 1), st.booleans() | leaf),
+    ],
+    "v": [
+        st.floats(-1e6, 1e6),
+        st.integers(-(10**6), 10**6),
+        number,
+        mostly(st.floats(-1e6, 1e6), st.booleans() | leaf),
+    ],
+}
+fast_base = st.fixed_dictionaries(
+    {
+        "bn": weighted(
+            (8, st.sampled_from(["urn:dev:ow:traffic-12:", "S-1:", "a/b/"])),
+            (2, st.just("S-1:flow")),  # names the records without n
+            (1, ident),
+        )
+    },
+    optional={
+        "bt": weighted((6, epoch), (2, small_time), (1, number), (2, edge_times)),
+        "bu": st.sampled_from(["veh/h", "m"]),
+        "bver": weighted((4, st.integers(min_value=1, max_value=10)), (1, leaf)),
+    },
+)
+# The head: base fields, and a reading or none.
+fast_head = st.builds(
+    lambda base, reading: base | reading,
+    fast_base,
+    st.just({})
+    | st.fixed_dictionaries({"n": ident, "v": number}, optional={"u": st.just("m"), "t": number}),
+)
+_ANY_FIELD = ["bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "s", "t", "ut", "x_"]
+
+
+@st.composite
+def common_packs(draw: st.DrawFn) -> list[object]:
+    """A head, then records that share one set of plain fields in one key order; half of the
+    packs then get a few mutations: a field dropped, added or spoilt, a record of any kind."""
+    order = draw(st.permutations(["n", "u", "t", "v"]))
+    # v always (else no value), n nearly always (else bn names every record), u and t or not.
+    keep = {"v": st.just(True), "n": st.integers(0, 9).map(bool), "u": st.booleans()}
+    fields = [f for f in order if draw(keep.get(f, st.booleans()))]
+    styles = {f: draw(st.sampled_from(fast_styles[f])) for f in fields}
+    pack: list[object] = [draw(fast_head)]
+    for _ in range(draw(st.integers(min_value=1, max_value=24))):
+        pack.append({f: draw(styles[f]) for f in fields})
+    for _ in range(draw(weighted((3, st.just(0)), (3, st.integers(1, 3))))):
+        # The head one time in three: it is resolved apart from the others.
+        i = draw(weighted((1, st.just(0)), (2, st.integers(0, len(pack) - 1))))
+        rec = pack[i]
+        how = draw(st.integers(min_value=0, max_value=3))
+        if how == 0 or type(rec) is not dict:
+            pack[i] = draw(senml_record)
+        elif how == 1 and rec:
+            rec.pop(draw(st.sampled_from(sorted(rec))))
+        else:  # a field, its own or any, set to anything
+            key = draw(st.sampled_from(sorted(rec) or _ANY_FIELD) | st.sampled_from(_ANY_FIELD))
+            rec[key] = draw(st.one_of(leaf, st.booleans(), number, edge_times))
+    return pack
+
+
+def exact(rows: list[Candidate]) -> list[tuple[str, str, str, str, str | None]]:
+    """Readings compared bit for bit (0.0 and -0.0 differ), types included."""
+    return [(c.sensor, c.quantity, c.ts.hex(), c.value.hex(), c.unit) for c in rows]
+
+
+def fast_and_general(pack: list[object]) -> tuple[Columns | None, Decoded]:
+    payload = dumps(pack)
+    try:
+        parsed = orjson.loads(payload)  # what the decoder sees
+    except orjson.JSONDecodeError:  # a lone surrogate from st.text: no pack at all
+        assume(False)
+    cols = Columns()
+    took = senml._fast(parsed, NOW, cols)
+    general = senml._general(parsed, NOW)
+    whole = senml.decode(payload, NOW)
+    assert exact(whole.readings) == exact(general.readings)
+    assert whole.rejections == general.rejections
+    if not took:
+        assert len(cols) == 0  # nothing appended when it declines
+    return (cols if took else None), general
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(pack=st.one_of(common_packs(), senml_packs()))
+def test_senml_fast_path_is_the_general_path(pack: list[object]) -> None:
+    cols, general = fast_and_general(pack)
+    if cols is not None:  # taken only when there is nothing to reject
+        assert general.rejections == []
+        assert exact(cols.rows()) == exact(general.readings)
+        check(Decoded(cols.rows()), len(pack))
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    sensor=st.sampled_from(["urn:dev:ow:traffic-12:", "S-1:", "a/b/"]),
+    bt=st.one_of(st.none(), st.floats(min_value=1e9, max_value=4e9), st.floats(-1e4, 1e4)),
+    head_reading=st.booleans(),
+    records=st.lists(
+        st.tuples(
+            st.sampled_from(["flow", "flow", "speed"]),
+            st.one_of(st.none(), st.sampled_from(["veh/h", "km/h"])),
+            st.one_of(st.floats(-1e6, 1e6), st.integers(-(10**6), 10**6)),
+            st.one_of(st.none(), st.floats(-1e3, 1e3), st.integers(-100, 100)),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_senml_common_packs_take_the_fast_path(
+    sensor: str,
+    bt: float | None,
+    head_reading: bool,
+    records: list[tuple[str, str | None, float, float | None]],
+) -> None:
+    """Well-formed packs of the usual shape, fields present or not record by record."""
+    head: dict[str, object] = {"bn": sensor, "bu": "veh/h"}
+    if bt is not None:
+        head["bt"] = bt
+    if head_reading:
+        head |= {"n": "flow", "v": 1.5}
+    pack: list[object] = [head]
+    for n, u, v, t in records:
+        rec: dict[str, object] = {"n": n, "v": v}
+        if u is not None:
+            rec["u"] = u
+        if t is not None:
+            rec["t"] = t
+        pack.append(rec)
+    cols, general = fast_and_general(pack)
+    assert cols is not None and general.rejections == []
+    assert exact(cols.rows()) == exact(general.readings)
 
 
 @settings(
