@@ -20,7 +20,7 @@ from psycopg import sql
 
 from ingest.metrics import IngestMetrics
 from ingest.worker import Worker
-from processing import catalogue
+from processing import catalogue, kernels
 from pusat.embedded import timescale
 from pusat.embedded.broker import Broker, start_broker
 from pusat.embedded.postgres import Postgres, start_postgres
@@ -46,6 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "tiers: run on plain PostgreSQL and on a real TimescaleDB (Apache edition)"
     )
+    # Compile processing's kernels once, into numba's on-disk cache, before any test starts a
+    # worker process: otherwise each process started before the cache exists compiles them.
+    kernels.warm()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
