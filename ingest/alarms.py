@@ -1,7 +1,8 @@
 """Alarms for one worker: the engine (processing), the lifecycle (store) and the MQTT topics.
 
-The engine's state lives in memory and is saved with every batch in the same transaction, so a
-restarted worker (or one whose transaction failed) reloads exactly what was committed.
+The engine's state lives in memory and is saved with every batch in the same transaction (the
+writer's merge statement carries it), so a restarted worker (or one whose transaction failed)
+reloads exactly what was committed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from processing.alerts import Engine, StateRows, Transitions
+from processing.alerts import NONE, Engine, StateRows, Transitions
 from processing.catalogue import Catalogue
 from processing.rules import Rule, SeriesInfo
 from store import alerts as lifecycle
-from store import copybin
 from store.alerts import Transition
+from store.writer import AlarmState
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,13 @@ class Alarms:
         self.publish_fn = publish
         self.engine = Engine(rules)
         self._names: dict[int, tuple[str, str]] = {}  # series -> (sensor, quantity)
-        self._rule_ids: list[int] = []
+        self._rule_ids = np.empty(0, dtype=np.int32)  # the database's id of each rule
+        # Threshold (and index) rules carry only `active` and `run_start` from one reading to
+        # the next; rate and flatline rules also the last reading, which changes every time.
+        self._carries_last = np.array([r.kind in ("rate", "flatline") for r in rules], dtype=bool)
+        # (rule, series) -> what `alert_state` holds (or would restore to: idle when absent).
+        self._saved_active = np.zeros((len(rules), 0), dtype=bool)
+        self._saved_run = np.zeros((len(rules), 0), dtype=np.int64)
         self._loaded = False
 
     # -- loading --------------------------------------------------------------------------------
@@ -76,13 +83,14 @@ class Alarms:
                 "SELECT key, rule_id FROM alert_rules WHERE key = ANY(%s)", (keys,)
             ).fetchall()
         )
-        self._rule_ids = [ids[k] for k in keys]
-        index = {rid: i for i, rid in enumerate(self._rule_ids)}
+        rule_ids = [ids[k] for k in keys]
+        self._rule_ids = np.array(rule_ids, dtype=np.int32)
+        index = {rid: i for i, rid in enumerate(rule_ids)}
         self._register(cur.execute(self._SERIES).fetchall())
         for rid, series, active, run_start, last_ts, last_value in cur.execute(
             "SELECT rule_id, series_id, active, run_start, last_ts, last_value FROM alert_state"
             " WHERE rule_id = ANY(%s)",
-            (self._rule_ids,),
+            (rule_ids,),
         ):
             self.engine.restore(index[rid], series, active, run_start, last_ts, last_value)
         for series, ts in cur.execute(
@@ -93,6 +101,8 @@ class Alarms:
             "SELECT sensor_id FROM alerts WHERE kind = 'stale' AND state <> 'closed'"
         ):
             self.engine.restore_stale(sensor)
+        self._saved_active = self.engine.active.copy()
+        self._saved_run = self.engine.run_start.copy()
         self._loaded = True
 
     def invalidate(self) -> None:
@@ -117,15 +127,20 @@ class Alarms:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def on_batch(
-        self, cur: psycopg.Cursor[Any], series: np.ndarray, ts_us: np.ndarray, value: np.ndarray
-    ) -> set[tuple[str, str]]:
-        """Evaluate new readings inside the batch's transaction; returns touched alarm topics.
-        ``ensure`` must have run for these series in the same transaction (commit does it first,
-        before the readings move the watermarks a reload would read)."""
+    def evaluate(
+        self, series: np.ndarray, ts_us: np.ndarray, value: np.ndarray
+    ) -> tuple[list[Transition], AlarmState]:
+        """Run new readings through the engine (in memory): the transitions to apply and the
+        state to save, both inside the batch's transaction. ``ensure`` must have run for these
+        series in the same transaction, before `latest` moved (a reload reads watermarks from
+        it); if the transaction fails, ``invalidate``."""
         transitions, state = self.engine.evaluate(series, ts_us, value)
-        self._save(cur, state)
-        return lifecycle.apply(cur, self._describe(transitions))
+        return self._describe(transitions), self._state(state)
+
+    @staticmethod
+    def apply(cur: psycopg.Cursor[Any], transitions: list[Transition]) -> set[tuple[str, str]]:
+        """The lifecycle of the alarms behind ``transitions``; returns touched alarm topics."""
+        return lifecycle.apply(cur, transitions) if transitions else set()
 
     def tick(self, cur: psycopg.Cursor[Any], now: datetime) -> set[tuple[str, str]]:
         if not self._loaded:
@@ -161,30 +176,37 @@ class Alarms:
             )
         return out
 
-    def _save(self, cur: psycopg.Cursor[Any], st: StateRows) -> None:
-        if len(st.rule) == 0:
-            return
-        rule_ids = np.array(self._rule_ids, dtype=np.int32)[st.rule]
-        cur.execute("TRUNCATE staging_alert_state")
-        with cur.copy("COPY staging_alert_state FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(
-                copybin.rows(
-                    [
-                        ("int4", rule_ids),
-                        ("int4", st.series),
-                        ("bool", st.active),
-                        ("int8", st.run_start),
-                        ("int8", st.last_ts),
-                        ("float8", st.last_value),
-                    ]
-                )
-            )
-        cur.execute(
-            "INSERT INTO alert_state SELECT * FROM staging_alert_state"
-            " ON CONFLICT (rule_id, series_id) DO UPDATE SET active = excluded.active,"
-            " run_start = excluded.run_start, last_ts = excluded.last_ts,"
-            " last_value = excluded.last_value"
+    def _state(self, st: StateRows) -> AlarmState:
+        """The rows of ``st`` that differ from what `alert_state` holds, now taken as saved (a
+        failed transaction invalidates, and the reload reads them back). A threshold pair whose
+        condition neither started, stopped nor raised is skipped: restoring its older row
+        evaluates the same."""
+        self._cover(self.engine.active.shape[1])
+        r, s = st.rule, st.series
+        write = (
+            self._carries_last[r]
+            | (self._saved_active[r, s] != st.active)
+            | (self._saved_run[r, s] != st.run_start)
         )
+        r, s = r[write], s[write]
+        self._saved_active[r, s] = st.active[write]
+        self._saved_run[r, s] = st.run_start[write]
+        return AlarmState(
+            self._rule_ids[r],
+            s,
+            st.active[write],
+            st.run_start[write],
+            st.last_ts[write],
+            st.last_value[write],
+        )
+
+    def _cover(self, capacity: int) -> None:
+        """Grow the saved-state arrays with the engine's; new series have nothing saved (idle)."""
+        have = self._saved_active.shape[1]
+        if capacity > have:
+            extra = ((0, 0), (0, capacity - have))
+            self._saved_active = np.pad(self._saved_active, extra, constant_values=False)
+            self._saved_run = np.pad(self._saved_run, extra, constant_values=NONE)
 
     # -- publication ----------------------------------------------------------------------------
 

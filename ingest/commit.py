@@ -1,7 +1,8 @@
 """One batch through processing into the store, in one transaction.
 
 This is where ingest composes the stages: the store says which readings are new, processing turns
-them into rollup partials, and the store merges those, all committed together.
+them into rollup partials, alarm transitions and state, and the store merges those in one
+statement, all committed together.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from ingest.alarms import Alarms
 from processing import latest, rollups
-from store.writer import Batch, Writer
+from store.writer import AlarmState, Batch, Latest, Redelivered, Tx, Writer
 
 
 @dataclass(frozen=True)
@@ -24,34 +26,80 @@ class Committed:
 
 
 def commit(writer: Writer, batch: Batch, alarms: Alarms | None = None) -> Committed:
+    series = writer.series_ids(batch.readings)
+    try:
+        done = _attempt(writer, batch, series, alarms, direct=writer.expect_new)
+    except Redelivered:
+        # Some reading was stored before: the aborted transaction had done nothing else.
+        done = _attempt(writer, batch, series, alarms, direct=False)
+    writer.expect_new = done.duplicates == 0
+    return done
+
+
+def _attempt(
+    writer: Writer,
+    batch: Batch,
+    series: npt.NDArray[np.int32],
+    alarms: Alarms | None,
+    *,
+    direct: bool,
+) -> Committed:
     r = batch.readings
-    series = writer.series_ids(r)
     touched: set[tuple[str, str]] = set()
     try:
         with writer.transaction() as tx:
+            # The readings first: a direct COPY refused by the key aborts the transaction, and
+            # nothing before it may need undoing (in the database or in the alarms' memory).
+            new = tx.readings(r, series, direct=direct)
             if alarms is not None:
-                # Before the readings go in: a (re)load reads watermarks from `latest`.
+                # Before `latest` moves: a (re)load reads the watermarks from it.
                 alarms.ensure(tx.cur, series)
-            new = tx.readings(r, series)
-            writer.write_side(tx, batch)
+            # Gateways' last-seen times go with the merge when there is one (a round trip less).
+            writer.write_side(tx, batch, seen=not len(new))
             if alarms is not None and batch.sensors:
                 alarms.sensors_changed(tx.cur, [m.sensor_id for m in batch.sensors])
             if len(new):
-                s, t, v = series[new], r.ts_us[new], r.value[new]
-                minute = rollups.of_readings(s, t, v, rollups.MINUTE_US)
-                top = latest.newest(minute)
-                # latest's received_at: when this batch's newest message arrived (within the
-                # batch window of the reading's own arrival)
-                received = np.full(len(top), r.received_us[new].max(), dtype=np.int64)
-                tx.latest(minute.series[top], minute.last_ts[top], minute.last[top], received)
-                tx.rollups("rollup_1m_data", minute)
-                tx.rollups("rollup_1h_data", rollups.coarsen(minute, rollups.HOUR_US))
-                if alarms is not None:
-                    touched = alarms.on_batch(tx.cur, s, t, v)
-            if len(new) or touched or batch.quarantine or batch.sensors:
-                tx.notify(len(new), len(touched), len(batch.quarantine), len(batch.sensors))
+                touched = _merge(tx, batch, series, new, alarms)
+            elif batch.quarantine or batch.sensors:
+                tx.notify(0, 0, len(batch.quarantine), len(batch.sensors))
+    except Redelivered:
+        raise  # raised before anything touched the alarms' memory
     except BaseException:
         if alarms is not None:
             alarms.invalidate()  # its memory ran ahead of what was rolled back
         raise
     return Committed(len(new), len(r) - len(new), len(batch.quarantine), touched)
+
+
+def _merge(
+    tx: Tx,
+    batch: Batch,
+    series: npt.NDArray[np.int32],
+    new: npt.NDArray[np.intp],
+    alarms: Alarms | None,
+) -> set[tuple[str, str]]:
+    """Rollups, `latest`, alarms and the notification for the readings stored now."""
+    r = batch.readings
+    if len(new) == len(r):  # the usual case: every reading is new, no copies needed
+        s, t, v, received = series, r.ts_us, r.value, r.received_us
+    else:
+        s, t, v, received = series[new], r.ts_us[new], r.value[new], r.received_us[new]
+    minute = rollups.of_readings(s, t, v, rollups.MINUTE_US)
+    top = latest.newest(minute)
+    # latest's received_at: when this batch's newest message arrived (within the batch window of
+    # the reading's own arrival)
+    newest = Latest(
+        minute.series[top],
+        minute.last_ts[top],
+        minute.last[top],
+        np.full(len(top), received.max(), dtype=np.int64),
+    )
+    touched: set[tuple[str, str]] = set()
+    state: AlarmState | None = None
+    if alarms is not None:
+        transitions, state = alarms.evaluate(s, t, v)
+        touched = alarms.apply(tx.cur, transitions)  # rare: nothing to do when none changed
+    changes = (len(new), len(touched), len(batch.quarantine), len(batch.sensors))
+    hour = rollups.coarsen(minute, rollups.HOUR_US)
+    tx.merge(minute, hour, newest, state, batch.gateways_seen, changes)
+    return touched

@@ -1,7 +1,8 @@
-"""PostgreSQL binary COPY buffers built with NumPy: a batch of rows costs no per-row Python."""
+"""PostgreSQL binary COPY buffers and binary arrays built with NumPy: no per-row Python."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ PG_EPOCH_US = 946_684_800_000_000
 
 # Fixed-width column types: their big-endian NumPy type.
 TYPES = {"bool": "?", "int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+# Their type oids, which the binary array format names (the server checks them).
+OIDS = {"bool": 16, "int4": 23, "int8": 20, "float8": 701, "timestamptz": 1184}
 
 
 def rows(columns: Sequence[tuple[str, npt.NDArray[np.generic]]]) -> bytes:
@@ -34,6 +37,18 @@ def rows(columns: Sequence[tuple[str, npt.NDArray[np.generic]]]) -> bytes:
         out[f"l{i}"] = np.dtype(TYPES[kind]).itemsize
         out[f"v{i}"] = values - PG_EPOCH_US if kind == "timestamptz" else values
     return HEADER + out.tobytes() + TRAILER
+
+
+def array(kind: str, values: npt.NDArray[np.generic]) -> bytes:
+    """A one-dimensional array of a fixed-width type without NULLs, in PostgreSQL's binary
+    format (what ``array_recv`` reads): a header, then each element's length and value."""
+    n = len(values)
+    if n == 0:
+        return struct.pack(">iiI", 0, 0, OIDS[kind])  # no dimensions: the empty array
+    out = np.empty(n, dtype=np.dtype([("len", ">i4"), ("v", TYPES[kind])]))
+    out["len"] = np.dtype(TYPES[kind]).itemsize
+    out["v"] = values - PG_EPOCH_US if kind == "timestamptz" else values
+    return struct.pack(">iiIii", 1, 0, OIDS[kind], n, 1) + out.tobytes()
 
 
 def readings(

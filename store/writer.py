@@ -1,16 +1,18 @@
 """The batch writer: one transaction per batch, readings by binary COPY, stored once.
 
-Readings are copied into a per-connection staging table and moved into `reading_data` with
-ON CONFLICT DO NOTHING, so a reading that arrives twice (a redelivery, a replay, a gateway retry)
-is stored once and counted as a duplicate. `latest` only moves forward in event time.
+Readings are copied straight into `reading_data`; when its key refuses one (a redelivery, a
+replay, a gateway retry), the batch is written again through a staging table with ON CONFLICT
+DO NOTHING, so such a reading is stored once and counted as a duplicate. Everything else a batch
+changes (both rollup tiers, `latest`, the alarm engine's state, the notification) is one
+statement whose rows travel as binary array parameters. `latest` only moves forward in event time.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
-import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg import pq
+from psycopg.adapt import Dumper
 
 from processing.rollups import Partials
 from store import copybin
@@ -131,12 +134,15 @@ class Writer:
         self._series: dict[tuple[str, str], int] = {}
         self._provisioned: set[str] = set()
         self._pending_provisioned: set[str] = set()
-        self._staging_ready = False
+        # Redeliveries come in runs (a reconnect replays the unacknowledged window): after a
+        # batch that held stored readings, the next goes through staging first.
+        self.expect_new = True
+        _adapt(conn)
 
     def reconnect(self, conn: Conn) -> None:
         """Carry on over a new connection; the caches stay valid (they hold committed rows)."""
         self.conn = conn
-        self._staging_ready = False
+        _adapt(conn)
 
     # -- sensors and series ----------------------------------------------------------------
 
@@ -159,15 +165,18 @@ class Writer:
         New series are committed in their own short transaction before the batch, so the cache
         never holds an id whose row was rolled back.
         """
-        if len(r) == 0:
-            return np.empty(0, dtype=np.int32)
-        keys = list(zip(r.sensor, r.quantity, strict=True))
-        cache = self._series
-        if not cache.keys() >= set(keys):  # set operations: no Python loop when all are known
-            new = {k: i for i, k in enumerate(keys) if k not in cache}
+        n = len(r)
+        keys = zip(r.sensor, r.quantity, strict=True)
+        # One C-level dict lookup per reading, -1 for unknown keys: no Python loop when all known.
+        ids = np.fromiter(map(self._series.get, keys, itertools.repeat(-1)), np.int32, count=n)
+        unknown = np.flatnonzero(ids < 0)
+        if len(unknown):
+            new: dict[tuple[str, str], int] = {}
+            for i in unknown.tolist():
+                new.setdefault((r.sensor[i], r.quantity[i]), i)
             self._register([(k[0], k[1], r.unit[i], r.gateway[i]) for k, i in new.items()])
-        ids = operator.itemgetter(*keys)(cache)  # one C-level lookup of every key
-        return np.array(ids if len(keys) > 1 else (ids,), dtype=np.int32)
+            ids[unknown] = [self._series[(r.sensor[i], r.quantity[i])] for i in unknown.tolist()]
+        return ids
 
     def _register(self, rows: Sequence[tuple[str, str, str | None, str | None]]) -> None:
         sensors = sorted({(s, g) for s, _, _, g in rows})
@@ -200,25 +209,23 @@ class Writer:
             # Otherwise this would be a savepoint in a transaction nobody commits: acknowledged
             # but never stored. A caller left a transaction open; that is the bug to fix.
             raise RuntimeError("the writer's connection is already inside a transaction")
-        if not self._staging_ready:
-            with self.conn.transaction():
-                for ddl in _STAGING:
-                    self.conn.execute(ddl)
-            self._staging_ready = True
         with self.conn.transaction(), self.conn.cursor() as cur:
             yield Tx(cur)
         self._provisioned.update(self._pending_provisioned)
         self._pending_provisioned.clear()
 
-    def write_side(self, tx: Tx, batch: Batch) -> None:
-        """The batch's sensors, quarantine and gateway updates, inside ``tx``."""
+    def write_side(self, tx: Tx, batch: Batch, *, seen: bool = True) -> None:
+        """The batch's sensors, quarantine and gateway updates, inside ``tx``; ``seen``: also
+        the gateways' last-seen times (``Tx.merge`` carries them when it runs)."""
         if batch.sensors:
             self._upsert_sensors(tx.cur, batch.sensors)
             self._pending_provisioned.update(m.sensor_id for m in batch.sensors)
         if batch.quarantine:
             self._quarantine(tx.cur, batch.quarantine)
-        if batch.statuses or batch.gateways_seen:
-            self._gateways(tx.cur, batch.statuses, batch.gateways_seen)
+        if seen and batch.gateways_seen:
+            tx.cur.execute(_SEEN, _seen_params(batch.gateways_seen))
+        if batch.statuses:
+            self._statuses(tx.cur, batch.statuses)
         if batch.derived:
             tx.cur.executemany(
                 "INSERT INTO derived_info (series_id, ts, method, dominant, detail)"
@@ -285,44 +292,37 @@ class Writer:
                 )
 
     @staticmethod
-    def _gateways(
-        cur: psycopg.Cursor[Any], statuses: list[GatewayStatus], seen: dict[str, float]
-    ) -> None:
-        if seen:
-            cur.executemany(
-                "INSERT INTO gateways (gateway_id, last_seen) VALUES (%s, %s)"
-                " ON CONFLICT (gateway_id) DO UPDATE SET last_seen ="
-                " greatest(gateways.last_seen, excluded.last_seen)",
-                [(g, _ts(t)) for g, t in sorted(seen.items())],
-            )
-        if statuses:
-            cur.executemany(
-                "INSERT INTO gateways (gateway_id, status, status_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (gateway_id) DO UPDATE SET status = excluded.status,"
-                " status_at = excluded.status_at"
-                " WHERE gateways.status_at IS NULL OR excluded.status_at >= gateways.status_at",
-                [(s.gateway, s.status, _ts(s.at)) for s in statuses],
-            )
+    def _statuses(cur: psycopg.Cursor[Any], statuses: list[GatewayStatus]) -> None:
+        cur.executemany(
+            "INSERT INTO gateways (gateway_id, status, status_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (gateway_id) DO UPDATE SET status = excluded.status,"
+            " status_at = excluded.status_at"
+            " WHERE gateways.status_at IS NULL OR excluded.status_at >= gateways.status_at",
+            [(s.gateway, s.status, _ts(s.at)) for s in statuses],
+        )
 
 
 _STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS staging_readings (i integer, series_id integer,"
-    " ts timestamptz, value double precision, received_at timestamptz) ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS staging_rollups (series_id integer, bucket timestamptz,"
-    " count bigint, sum double precision, min double precision, max double precision,"
-    " first_ts timestamptz, first double precision, last_ts timestamptz, last double precision)"
-    " ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS staging_latest (series_id integer, ts timestamptz,"
-    " value double precision, received_at timestamptz) ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS staging_alert_state (rule_id integer, series_id integer,"
-    " active boolean, run_start bigint, last_ts bigint, last_value double precision)"
-    " ON COMMIT DELETE ROWS",
+    " ts timestamptz, value double precision, received_at timestamptz) ON COMMIT DELETE ROWS"
 )
 
+PARTIAL_TYPES = (
+    "int4", "timestamptz", "int8", "float8", "float8", "float8", "timestamptz", "float8",
+    "timestamptz", "float8",
+)  # fmt: skip
+LATEST_TYPES = ("int4", "timestamptz", "float8", "timestamptz")
+ALARM_STATE_TYPES = ("int4", "int4", "bool", "int8", "int8", "float8")
+
+
+def _unnest(types: Sequence[str]) -> str:
+    return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+
+
 # Merging partials: the same rules as processing.rollups.merge, in SQL.
-_MERGE_ROLLUP = """
+_MERGE_ROLLUP = """{name} AS (
 INSERT INTO {table} AS t (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-SELECT series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last FROM staging_rollups
+SELECT * FROM {rows}
 ON CONFLICT (series_id, bucket) DO UPDATE SET
   count = t.count + excluded.count,
   sum = t.sum + excluded.sum,
@@ -331,10 +331,110 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
   first_ts = least(t.first_ts, excluded.first_ts),
   first = CASE WHEN excluded.first_ts < t.first_ts THEN excluded.first ELSE t.first END,
   last_ts = greatest(t.last_ts, excluded.last_ts),
-  last = CASE WHEN excluded.last_ts > t.last_ts THEN excluded.last ELSE t.last END
-"""
+  last = CASE WHEN excluded.last_ts > t.last_ts THEN excluded.last ELSE t.last END)"""
+_MERGE_LATEST = f"""newest AS (
+INSERT INTO latest_data AS t (series_id, ts, value, received_at)
+SELECT * FROM {_unnest(LATEST_TYPES)}
+ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value,
+  received_at = excluded.received_at
+WHERE excluded.ts > t.ts)"""
+_SEEN = """INSERT INTO gateways AS t (gateway_id, last_seen)
+SELECT * FROM unnest(%s::text[], %s::timestamptz[])
+ON CONFLICT (gateway_id) DO UPDATE SET last_seen = greatest(t.last_seen, excluded.last_seen)"""
+_SAVE_ALARM_STATE = f"""alarm_state AS (
+INSERT INTO alert_state AS t (rule_id, series_id, active, run_start, last_ts, last_value)
+SELECT * FROM {_unnest(ALARM_STATE_TYPES)}
+ON CONFLICT (rule_id, series_id) DO UPDATE SET active = excluded.active,
+  run_start = excluded.run_start, last_ts = excluded.last_ts, last_value = excluded.last_value)"""
+
+
+def _merge_sql(alarm_state: bool) -> bytes:
+    """One statement for everything new readings change besides `reading_data`: data-modifying
+    CTEs (each runs once, to completion, whether read or not) and the notification."""
+    ctes = [
+        _MERGE_ROLLUP.format(name="minute", table="rollup_1m_data", rows=_unnest(PARTIAL_TYPES)),
+        _MERGE_ROLLUP.format(name="hour", table="rollup_1h_data", rows=_unnest(PARTIAL_TYPES)),
+        _MERGE_LATEST,
+    ]
+    if alarm_state:
+        ctes.append(_SAVE_ALARM_STATE)
+    ctes.append(f"seen AS ({_SEEN})")
+    return ("WITH " + ",\n".join(ctes) + "\nSELECT pg_notify(%s, %s)").encode()
+
+
+_MERGE = {with_state: _merge_sql(with_state) for with_state in (False, True)}
+
+
+class ArrayParam:
+    """A query parameter already encoded as a binary PostgreSQL array (see copybin.array); the
+    query casts it (``%s::int4[]``), so the server knows its type."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, kind: str, values: npt.NDArray[np.generic]) -> None:
+        self.data = copybin.array(kind, values)
+
+
+class _ArrayDumper(Dumper):
+    format = pq.Format.BINARY
+    oid = 0  # unknown: the server takes the type from the cast in the query
+
+    def dump(self, obj: ArrayParam) -> bytes:
+        return obj.data
+
+
+def _adapt(conn: Conn) -> None:
+    conn.adapters.register_dumper(ArrayParam, _ArrayDumper)
+
+
+def _arrays(types: Sequence[str], columns: Sequence[npt.NDArray[np.generic]]) -> list[ArrayParam]:
+    return [ArrayParam(t, c) for t, c in zip(types, columns, strict=True)]
+
+
+def _seen_params(seen: dict[str, float]) -> tuple[list[str], ArrayParam]:
+    """Gateways and their last-seen times (Unix seconds), in key order: concurrent workers then
+    lock the same rows in the same order."""
+    gateways = sorted(seen)
+    times = np.round(np.array([seen[g] for g in gateways], dtype=np.float64) * 1e6)
+    return gateways, ArrayParam("timestamptz", times.astype(np.int64))
+
+
+def _partials(p: Partials) -> list[ArrayParam]:
+    columns = (p.series, p.bucket, p.count, p.sum, p.min, p.max)
+    return _arrays(PARTIAL_TYPES, (*columns, p.first_ts, p.first, p.last_ts, p.last))
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The newest reading of each series in a batch, for `latest`."""
+
+    series: I32
+    ts_us: I64
+    value: F64
+    received_us: I64
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    """The alarm engine's state of the (rule, series) pairs a batch touched, for `alert_state`."""
+
+    rule_id: I32
+    series: I32
+    active: npt.NDArray[np.bool_]
+    run_start: I64
+    last_ts: I64
+    last_value: F64
+
+    def __len__(self) -> int:
+        return len(self.rule_id)
+
+
+class Redelivered(Exception):
+    """The direct COPY met a reading already stored (or one repeated in the batch); the
+    transaction is aborted and the batch must be written again through staging."""
+
+
 CHANNEL = "pusat_changes"  # LISTEN pusat_changes: one notification per committed batch
-ROLLUP_TABLES = ("rollup_1m_data", "rollup_1h_data")
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -361,49 +461,58 @@ class Tx:
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self.cur = cur
 
-    def readings(self, r: Readings, series: I32) -> npt.NDArray[np.intp]:
+    def readings(self, r: Readings, series: I32, *, direct: bool = True) -> npt.NDArray[np.intp]:
         """Store the readings once each; returns the positions (in ``r``) newly stored now.
 
         A reading already stored (or repeated inside the batch) is not new: only new readings
-        may count in rollups and alerts.
+        may count in rollups and alerts. ``direct``: one COPY straight into the table, about
+        twice as fast as staging, and no savepoint (a round trip each way); it must be the
+        transaction's first statement, since a duplicate key aborts the whole transaction and
+        raises Redelivered.
         """
+        if len(r) == 0:
+            return np.empty(0, dtype=np.intp)
+        columns: list[tuple[str, npt.NDArray[np.generic]]] = [
+            ("int4", series),
+            ("timestamptz", r.ts_us),
+            ("float8", r.value),
+            ("timestamptz", r.received_us),
+        ]
+        if direct:
+            try:
+                with self.cur.copy(
+                    "COPY reading_data (series_id, ts, value, received_at)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as cp:
+                    cp.write(copybin.rows(columns))
+            except psycopg.errors.UniqueViolation as e:
+                raise Redelivered(str(e)) from e
+            # The key held: every reading was new and none repeated another.
+            return np.arange(len(r), dtype=np.intp)
+        return self._staged(r, series, columns)
+
+    def _staged(
+        self, r: Readings, series: I32, columns: list[tuple[str, npt.NDArray[np.generic]]]
+    ) -> npt.NDArray[np.intp]:
         cur = self.cur
         keep = unique_keys(series, r.ts_us)
         if len(keep) == 0:
             return keep
-        columns: list[tuple[str, npt.NDArray[np.generic]]] = [
-            ("int4", series[keep]),
-            ("timestamptz", r.ts_us[keep]),
-            ("float8", r.value[keep]),
-            ("timestamptz", r.received_us[keep]),
-        ]
-        # The usual case, nothing stored before: one COPY straight into the table, about twice
-        # as fast as staging. A duplicate key aborts it (only its savepoint rolls back) and the
-        # batch takes the staging path, which keeps what is new.
-        try:
-            with (
-                cur.connection.transaction(),
-                cur.copy(
-                    "COPY reading_data (series_id, ts, value, received_at)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as cp,
-            ):
-                cp.write(copybin.rows(columns))
-            return keep
-        except psycopg.errors.UniqueViolation:
-            pass
+        cur.execute(_STAGING)  # a temporary table: once per connection, IF NOT EXISTS after
         with cur.copy(
             "COPY staging_readings (i, series_id, ts, value, received_at)"
             " FROM STDIN (FORMAT BINARY)"
         ) as cp:
-            cp.write(copybin.rows([("int4", keep.astype(np.int32)), *columns]))
+            cp.write(
+                copybin.rows([("int4", keep.astype(np.int32))] + [(k, c[keep]) for k, c in columns])
+            )
         cur.execute(
             "INSERT INTO reading_data (ts, series_id, value, received_at)"
             " SELECT ts, series_id, value, received_at FROM staging_readings"
             " ON CONFLICT DO NOTHING RETURNING series_id, ts"
         )
         if cur.rowcount == len(keep):
-            return keep  # the usual case: nothing was there before; no need to read RETURNING
+            return keep  # nothing was there before; no need to read RETURNING
         # Some were stored before (a redelivery or a replay): find which keys went in now.
         inserted = {(sid, (ts - _UNIX_EPOCH) // _US) for sid, ts in cur.fetchall()}
         s_list, t_list = series.tolist(), r.ts_us.tolist()
@@ -412,42 +521,37 @@ class Tx:
 
     def notify(self, readings: int, alarms: int, quarantined: int, sensors: int) -> None:
         """Tell listeners (the API's live stream) what this batch changed, at commit."""
-        payload = json.dumps(
-            {"readings": readings, "alarms": alarms, "quarantined": quarantined, "sensors": sensors}
-        )
-        self.cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-
-    def latest(self, series: I32, ts_us: I64, value: F64, received_us: I64) -> None:
-        """Move `latest` forward, never back, to these readings (one per series)."""
-        if len(series) == 0:
-            return
-        self.cur.execute("TRUNCATE staging_latest")
-        with self.cur.copy("COPY staging_latest FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(
-                copybin.rows(
-                    [
-                        ("int4", series),
-                        ("timestamptz", ts_us),
-                        ("float8", value),
-                        ("timestamptz", received_us),
-                    ]
-                )
-            )
         self.cur.execute(
-            "INSERT INTO latest_data (series_id, ts, value, received_at)"
-            " SELECT series_id, ts, value, received_at FROM staging_latest"
-            " ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts,"
-            " value = excluded.value, received_at = excluded.received_at"
-            " WHERE excluded.ts > latest_data.ts"
+            "SELECT pg_notify(%s, %s)", (CHANNEL, _changes(readings, alarms, quarantined, sensors))
         )
 
-    def rollups(self, table: str, p: Partials) -> None:
-        """Merge partials into a rollup table (late data merges into its bucket)."""
-        if table not in ROLLUP_TABLES:
-            raise ValueError(f"not a rollup table: {table}")
-        if len(p) == 0:
-            return
-        self.cur.execute("TRUNCATE staging_rollups")
-        with self.cur.copy("COPY staging_rollups FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(copybin.partials(p))
-        self.cur.execute(_MERGE_ROLLUP.format(table=table).encode())
+    def merge(
+        self,
+        minute: Partials,
+        hour: Partials,
+        latest: Latest,
+        state: AlarmState | None,
+        seen: dict[str, float],
+        changes: tuple[int, int, int, int],
+    ) -> None:
+        """One statement: partials merged into both rollup tiers (late data merges into its
+        bucket), `latest` moved forward (never back), the alarm engine's state saved, the
+        gateways' last-seen times, and the notification of ``changes`` (readings, alarms,
+        quarantined, sensors) sent at commit."""
+        params: list[object] = [*_partials(minute), *_partials(hour)]
+        params += _arrays(
+            LATEST_TYPES, (latest.series, latest.ts_us, latest.value, latest.received_us)
+        )
+        with_state = state is not None and len(state) > 0
+        if with_state:
+            assert state is not None
+            columns = (state.rule_id, state.series, state.active, state.run_start)
+            params += _arrays(ALARM_STATE_TYPES, (*columns, state.last_ts, state.last_value))
+        params += [*_seen_params(seen), CHANNEL, _changes(*changes)]
+        self.cur.execute(_MERGE[with_state], params, prepare=True)
+
+
+def _changes(readings: int, alarms: int, quarantined: int, sensors: int) -> str:
+    return json.dumps(
+        {"readings": readings, "alarms": alarms, "quarantined": quarantined, "sensors": sensors}
+    )

@@ -11,14 +11,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from ingest.alarms import Alarms
+from ingest.commit import commit
+from processing import catalogue, rules
 from pusat.embedded.broker import Broker
 from pusat.settings import Settings
 from store import alerts as lifecycle
+from store.writer import Batch, Readings, Writer
 from tests.conftest import RunningWorker
 from tests.helpers import Publisher, rows, wait_for
 
@@ -133,6 +138,45 @@ def test_alarm_state_survives_a_worker_restart(settings: Settings, publisher: Pu
         assert [(a[1], a[4]) for a in got] == [("AQ-R", "active")]
     finally:
         second.stop()
+
+
+def test_threshold_state_is_saved_when_it_changes_and_still_restores(database_url: str) -> None:
+    t0 = time.time() - 600
+
+    def reading(t: float, v: float) -> Batch:
+        now = round(time.time() * 1e6)
+        at = np.array([round(t * 1e6)], dtype=np.int64)
+        return Batch(
+            Readings(["AQ-S"], ["pm25"], ["ug/m3"], ["gw"], at, np.array([v]), at * 0 + now)
+        )
+
+    def saved() -> dict[str, tuple[object, ...]]:
+        got = rows(
+            database_url,
+            "SELECT r.key, s.active, s.run_start, s.last_ts FROM alert_state s"
+            " JOIN alert_rules r USING (rule_id)",
+        )
+        return {str(k): tuple(rest) for k, *rest in got}
+
+    warning, flatline = "pm25:threshold-above:warning", "pm25:flatline:info"
+    with psycopg.connect(database_url) as conn:
+        w, alarms = Writer(conn), Alarms(rules.load(None), catalogue.load(), "t/v1")
+        commit(w, reading(t0, 20.0), alarms)
+        # Below both thresholds, nothing to save for them; the flatline rule compares each
+        # reading with the one before, so its row follows every reading.
+        assert set(saved()) == {flatline}
+        commit(w, reading(t0 + 10, 80.0), alarms)  # above the warning threshold: a run starts
+        started = saved()[warning]
+        assert started == (False, round((t0 + 10) * 1e6), round((t0 + 10) * 1e6))
+        commit(w, reading(t0 + 20, 81.0), alarms)  # still holding: the same run
+        assert saved()[warning] == started
+        assert saved()[flatline][2] == round((t0 + 20) * 1e6)
+    # A restarted worker carries the run on: 2 minutes after it started, the alarm raises.
+    with psycopg.connect(database_url) as conn:
+        w, alarms = Writer(conn), Alarms(rules.load(None), catalogue.load(), "t/v1")
+        done = commit(w, reading(t0 + 130, 82.0), alarms)
+    assert ("AQ-S", "warning") in done.alarms
+    assert saved()[warning][:2] == (True, round((t0 + 10) * 1e6))
 
 
 def test_stale_sensor_raised_without_data_and_cleared_by_data(

@@ -118,6 +118,22 @@ def test_same_reading_twice_is_stored_once(database_url: str) -> None:
     assert rows(database_url, "SELECT sensor_id, provisioned FROM sensors") == [("S1", False)]
 
 
+def test_a_batch_repeating_a_reading_is_written_again_through_staging(database_url: str) -> None:
+    t0 = time.time() - 60
+    repeated = [("S1", "pm25", t0, 1.0), ("S1", "pm25", t0, 1.0), ("S1", "pm25", t0 + 1, 2.0)]
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        first = commit(w, Batch(readings(repeated)))  # the direct COPY meets its own repeat
+        assert not w.expect_new  # so the next batch goes through staging first
+        second = commit(w, Batch(readings([("S1", "pm25", t0 + 2, 3.0)])))
+        assert w.expect_new  # nothing was repeated: straight into the table again
+    assert (first.stored, first.duplicates) == (2, 1)
+    assert (second.stored, second.duplicates) == (1, 0)
+    assert rows(database_url, "SELECT sum(count)::int, sum(sum) FROM rollup_1m") == [(3, 6.0)]
+    assert rows(database_url, "SELECT sum(count)::int, sum(sum) FROM rollup_1h") == [(3, 6.0)]
+    assert rows(database_url, "SELECT value FROM latest") == [(3.0,)]
+
+
 def test_latest_moves_only_forward_in_event_time(database_url: str) -> None:
     t0 = time.time() - 600
     with psycopg.connect(database_url) as conn:
