@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import ssl
 import threading
 import time
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.client import PUBACK
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -21,29 +23,36 @@ from pusat.settings import Settings
 
 log = logging.getLogger(__name__)
 
+READ_CHUNK = 64 * 1024  # bytes read from the broker's socket at once (under malloc's mmap size)
+
 
 class Inbox:
     """Messages from the MQTT callback to the worker, at most ``limit`` waiting.
 
-    A SimpleQueue (no lock on the common path) with a bound: when it is full the callback waits
-    until the worker has taken half, so the broker is slowed instead of anything being lost.
-    QoS 1 messages never fill it alone: Receive Maximum limits how many are unacknowledged.
+    A deque (appends and pops are atomic, no lock per message) that the worker drains in chunks;
+    an event wakes the worker only when it may be waiting. When full, the callback waits until
+    the worker has taken half, so the broker is slowed instead of anything being lost. QoS 1
+    messages never fill it alone: Receive Maximum limits how many are unacknowledged.
     """
 
     def __init__(self, limit: int) -> None:
-        self._q: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._q: collections.deque[Message] = collections.deque()
         self._limit = limit
         self._room = threading.Event()
         self._room.set()
+        self._ready = threading.Event()  # set after a put; cleared by take() before it waits
         self._closed = False
 
     def put(self, m: Message) -> None:
-        if self._q.qsize() >= self._limit:
+        q = self._q
+        if len(q) >= self._limit:
             self._room.clear()
-            while self._q.qsize() >= self._limit and not self._closed:
-                self._room.wait(1.0)  # set by get(); re-checked, so a missed wake-up only delays
+            while len(q) >= self._limit and not self._closed:
+                self._room.wait(1.0)  # set by take(); re-checked, so a missed wake-up only delays
         if not self._closed:
-            self._q.put(m)
+            q.append(m)
+            if not self._ready.is_set():
+                self._ready.set()
 
     def close(self) -> None:
         """Stop taking messages (shutting down): the callback never waits again, and what is
@@ -51,18 +60,28 @@ class Inbox:
         self._closed = True
         self._room.set()
 
-    def get(self, timeout: float) -> Message:
-        """The next message; queue.Empty after ``timeout`` seconds."""
-        m = self._q.get(timeout=timeout)
-        if not self._room.is_set() and self._q.qsize() <= self._limit // 2:
+    def take(self, limit: int, timeout: float) -> list[Message]:
+        """Up to ``limit`` messages in arrival order, waiting up to ``timeout`` seconds for the
+        first; may return none (after the timeout, or early)."""
+        q = self._q
+        if not q:
+            self._ready.clear()
+            if not q:  # checked again after clearing: a put in between has set the event
+                self._ready.wait(timeout)
+        taken = [q.popleft() for _ in range(min(limit, len(q)))]
+        if not self._room.is_set() and len(q) <= self._limit // 2:
             self._room.set()
-        return m
+        return taken
+
+    def put_back(self, messages: list[Message]) -> None:
+        """Return messages taken but not used to the front, in their order."""
+        self._q.extendleft(reversed(messages))
 
     def qsize(self) -> int:
-        return self._q.qsize()
+        return len(self._q)
 
     def empty(self) -> bool:
-        return self._q.empty()
+        return not self._q
 
 
 class Session:
@@ -80,7 +99,7 @@ class Session:
         self._subs = topics.subscriptions(settings.topic_root, settings.group)
         target = settings.mqtt()
         self._target = target
-        c = mqtt.Client(
+        c = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -118,12 +137,10 @@ class Session:
 
     def ack(self, messages: list[Message]) -> int:
         """Acknowledge committed QoS 1 messages of the current connection; returns how many."""
-        n = 0
-        for m in messages:
-            if m.qos > 0 and m.generation == self.generation:
-                self.client.ack(m.mid, m.qos)
-                n += 1
-        return n
+        generation = self.generation
+        mids = [m.mid for m in messages if m.qos == 1 and m.generation == generation]
+        self.client.ack_many(mids)
+        return len(mids)
 
     # paho callbacks run on the network thread: they must only record and enqueue.
     def _on_connect(
@@ -155,5 +172,61 @@ class Session:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # Blocks when the queue is full: back-pressure onto the broker instead of losing data.
-        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
+        payload = msg.payload
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
         self.inbox.put(Message(msg.topic, payload, time.time(), msg.qos, msg.mid, self.generation))
+
+
+class _Client(mqtt.Client):
+    """paho's client with buffered reads and acknowledgements of many messages at once.
+
+    paho reads each packet with one ``recv`` per piece (type, length, body) after a ``select``:
+    four system calls per small message, each releasing and retaking the interpreter lock the
+    worker's other threads want. Here the socket is read in large chunks and paho takes its
+    pieces from the chunk; ``loop_read`` carries on while whole packets wait in it, since
+    ``select`` cannot see them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._chunk_pos = 0
+        self._chunk_sock: object = None  # the socket the chunk came from
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        chunk, pos = self._chunk, self._chunk_pos
+        if pos >= len(chunk) or self._chunk_sock is not self._sock:
+            # Raises as paho expects (BlockingIOError when nothing is there); b"": closed.
+            chunk, pos = super()._sock_recv(READ_CHUNK), 0
+            self._chunk, self._chunk_sock = chunk, self._sock
+        piece = chunk[pos : pos + bufsize]
+        self._chunk_pos = pos + len(piece)
+        return piece
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._chunk_pos < len(self._chunk)
+            and self._chunk_sock is self._sock
+        ):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACKs (success, no properties) for ``mids``, queued as one write: paho's ``ack``
+        costs a packet, a wake-up of the network thread and a socket write per message (several
+        microseconds each). Like ``ack`` it only queues: a reconnect drops what is still queued,
+        and the broker then delivers those messages again."""
+        if mids:
+            self._packet_queue(PUBACK, pubacks(mids), 0, 0)
+
+
+def pubacks(mids: list[int]) -> bytes:
+    """Consecutive MQTT PUBACK packets: type, remaining length 2, packet id (big-endian)."""
+    packets = np.empty(len(mids), dtype=[("type", "u1"), ("length", "u1"), ("mid", ">u2")])
+    packets["type"] = PUBACK
+    packets["length"] = 2
+    packets["mid"] = mids
+    return packets.tobytes()

@@ -7,8 +7,11 @@ crash redelivers) every message; the store's unique key makes redelivery harmles
 
 from __future__ import annotations
 
+import collections
 import logging
+import operator
 import queue
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -23,7 +26,7 @@ from ingest.metrics import IngestMetrics
 from ingest.mqtt import Inbox, Session
 from ingest.pipeline import Accumulator, Limits, quarantine_row
 from ingest.records import Rejection
-from processing import rules
+from processing import kernels, rules
 from processing.catalogue import Catalogue
 from pusat.settings import Settings
 from store import db, maintenance, tier
@@ -32,6 +35,8 @@ from store.writer import Batch, Readings, Writer, notify
 log = logging.getLogger(__name__)
 
 STORE_ERROR = "store_error"
+TAKE = 512  # messages taken off the inbox at once
+SWITCH_INTERVAL_S = 0.0005  # see Worker.run
 
 
 def retention(s: Settings) -> maintenance.Retention:
@@ -196,8 +201,8 @@ class Worker:
         m.stored.inc(stored)
         m.duplicates.inc(duplicates)
         m.commit_seconds.observe(seconds)
-        for q in batch.quarantine:
-            m.quarantined.labels(q.reason).inc()
+        for reason, n in collections.Counter(q.reason for q in batch.quarantine).items():
+            m.quarantined.labels(reason).inc(n)
         if len(batch.readings):
             lag = time.time() - batch.readings.ts_us / 1e6
             m.lag_p50.set(float(np.median(lag)))
@@ -210,27 +215,36 @@ class Worker:
         s = self.settings
         acc = Accumulator(s.topic_root, self.catalogue, self.limits)
         deadline: float | None = None
-        kinds: dict[str, int] = {}
         while acc.readings < s.batch_size and len(acc.messages) != max_messages:
             timeout = 0.1 if deadline is None else deadline - time.monotonic()
             if timeout <= 0:
                 break
-            try:
-                m = self.inbox.get(timeout=timeout)
-            except queue.Empty:
+            limit = TAKE if max_messages is None else min(TAKE, max_messages - len(acc.messages))
+            chunk = self.inbox.take(limit, timeout)
+            if not chunk:
                 if deadline is None and stop.is_set():
                     break
                 continue
             if deadline is None:
                 deadline = time.monotonic() + s.batch_ms / 1000
-            acc.add(m)
-            kind = m.topic.rsplit("/", 1)[-1]
-            kinds[kind] = kinds.get(kind, 0) + 1
+            for i, m in enumerate(chunk):
+                acc.add(m)
+                if acc.readings >= s.batch_size:
+                    self.inbox.put_back(chunk[i + 1 :])  # the next batch's
+                    break
+        self._count_received(acc)
+        return acc
+
+    def _count_received(self, acc: Accumulator) -> None:
         # counted per batch: a counter update per message costs as much as decoding it
+        by_topic = collections.Counter(map(operator.attrgetter("topic"), acc.messages))
+        kinds: dict[str, int] = {}
+        for topic, n in by_topic.items():
+            kind = topic.rsplit("/", 1)[-1]
+            kinds[kind] = kinds.get(kind, 0) + n
         for kind, n in kinds.items():
             self.metrics.messages.labels(kind).inc(n)
         self.metrics.received.inc(acc.readings)
-        return acc
 
     def _commit(self, acc: Accumulator, stop: threading.Event) -> bool:
         if not acc.messages:
@@ -249,6 +263,22 @@ class Worker:
         unacknowledged: the broker keeps them for the next start of this worker (or another
         member of its group).
         """
+        # The writer and network threads wait on sockets and then need the interpreter lock
+        # back from the decoding thread, which CPython makes them wait for up to the switch
+        # interval (5 ms by default): more than a database round trip. Shorter while we run.
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
+        try:
+            self._run(stop)
+        finally:
+            sys.setswitchinterval(previous)
+
+    def _run(self, stop: threading.Event) -> None:
+        # Before subscribing: the first batch must not wait for the compiler (seconds on a first
+        # run; later runs load the compiled kernels from numba's on-disk cache).
+        t0 = time.monotonic()
+        kernels.warm()
+        log.info("processing kernels ready in %.1f s", time.monotonic() - t0)
         self.session.start()
         batches: queue.Queue[Accumulator | None] = queue.Queue(maxsize=2)
         writer = threading.Thread(
