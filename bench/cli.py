@@ -122,7 +122,7 @@ def processing(
         bool, typer.Option(help="update the processing section of bench/RESULTS.md")
     ] = False,
 ) -> None:
-    """Validation, alert rules, rollups and latest: vectorised against one reading at a time,
+    """Validation, alert rules, rollups and latest: a batch at a time against one reading at a time,
     and the alarm latency from publish to the alarm row through a real broker and database."""
     from dataclasses import replace
 
