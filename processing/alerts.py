@@ -80,7 +80,7 @@ class StateRows:
 
 @dataclass(frozen=True)
 class _Params:
-    """The rules' parameters as arrays, gathered per (reading, rule) pair."""
+    """The rules' parameters as arrays, one entry per rule (what the kernel reads)."""
 
     kind: npt.NDArray[np.int8]
     above: B  # the condition is "above" (else "below"; flatline: within tolerance)
