@@ -194,9 +194,9 @@ def _sort_run_by(order: Array, key: Array, a: int, b: int) -> None:
 
 
 @njit(cache=True, nogil=True)
-def group_order(series: Array, bucket: Array) -> Array:
-    """Positions sorted by (series, bucket), stably: a counting sort on series (a merge sort
-    when the ids are too spread out for it), then each series' run by bucket."""
+def group_order(series: Array, time: Array) -> Array:
+    """Positions sorted by (series, time), stably: a counting sort on series (a merge sort
+    when the ids are too spread out for it), then each series' run by time."""
     n = len(series)
     order = np.empty(n, dtype=np.intp)
     if n == 0:
@@ -221,11 +221,11 @@ def group_order(series: Array, bucket: Array) -> Array:
         b = a + 1
         ordered = True
         while b < n and series[order[b]] == s:
-            if bucket[order[b]] < bucket[order[b - 1]]:
+            if time[order[b]] < time[order[b - 1]]:
                 ordered = False
             b += 1
         if not ordered:
-            _sort_run_by(order, bucket, a, b)
+            _sort_run_by(order, time, a, b)
         a = b
     return order
 
@@ -236,53 +236,11 @@ def partials(
 ) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array, Array]:
     """Rollup partials of raw readings in buckets of width_us aligned to the epoch, one row per
     (series, bucket) in that order: series, bucket, count, sum, min, max, first_ts, first,
-    last_ts, last. Readings are unique per (series, ts)."""
-    n = len(series)
-    bucket = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        bucket[i] = (ts_us[i] // width_us) * width_us  # floor: times before 1970 too
-    order = group_order(series, bucket)
-    o_series = np.empty(n, dtype=np.int32)
-    o_bucket = np.empty(n, dtype=np.int64)
-    o_count = np.empty(n, dtype=np.int64)
-    o_sum = np.empty(n, dtype=np.float64)
-    o_min = np.empty(n, dtype=np.float64)
-    o_max = np.empty(n, dtype=np.float64)
-    o_first_ts = np.empty(n, dtype=np.int64)
-    o_first = np.empty(n, dtype=np.float64)
-    o_last_ts = np.empty(n, dtype=np.int64)
-    o_last = np.empty(n, dtype=np.float64)
-    g = -1
-    for j in range(n):
-        i = order[j]
-        s, b, t, v = series[i], bucket[i], ts_us[i], value[i]
-        if g < 0 or s != o_series[g] or b != o_bucket[g]:
-            g += 1
-            o_series[g], o_bucket[g], o_count[g], o_sum[g] = s, b, 1, v
-            o_min[g], o_max[g] = v, v
-            o_first_ts[g], o_first[g], o_last_ts[g], o_last[g] = t, v, t, v
-            continue
-        o_count[g] += 1
-        o_sum[g] += v
-        o_min[g] = min(o_min[g], v)
-        o_max[g] = max(o_max[g], v)
-        if t < o_first_ts[g]:
-            o_first_ts[g], o_first[g] = t, v
-        if t > o_last_ts[g]:
-            o_last_ts[g], o_last[g] = t, v
-    g += 1
-    return (
-        o_series[:g],
-        o_bucket[:g],
-        o_count[:g],
-        o_sum[:g],
-        o_min[:g],
-        o_max[:g],
-        o_first_ts[:g],
-        o_first[:g],
-        o_last_ts[:g],
-        o_last[:g],
-    )
+    last_ts, last. Readings are unique per (series, ts): each is a partial of its own, and in
+    (series, time) order they merge as coarsen merges partials."""
+    order = group_order(series, ts_us)
+    s, t, v = series[order], ts_us[order], value[order]
+    return coarsen(s, t, np.ones(len(s), dtype=np.int64), v, v, v, t, v, t, v, width_us)
 
 
 @njit(cache=True, nogil=True)
@@ -300,7 +258,8 @@ def coarsen(
     width_us: int,
 ) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array, Array]:
     """Partials sorted by (series, bucket) merged into buckets of width_us (a multiple of
-    theirs): the rows of one wider bucket are adjacent, and in time order."""
+    theirs): the rows of one wider bucket are adjacent, and in time order (so the first row
+    holds the bucket's first reading and the last row its last)."""
     n = len(series)
     o_series = np.empty(n, dtype=np.int32)
     o_bucket = np.empty(n, dtype=np.int64)
