@@ -209,10 +209,10 @@ class Writer:
             # Otherwise this would be a savepoint in a transaction nobody commits: acknowledged
             # but never stored. A caller left a transaction open; that is the bug to fix.
             raise RuntimeError("the writer's connection is already inside a transaction")
+        self._pending_provisioned.clear()  # a failed transaction's sensors were rolled back
         with self.conn.transaction(), self.conn.cursor() as cur:
             yield Tx(cur)
         self._provisioned.update(self._pending_provisioned)
-        self._pending_provisioned.clear()
 
     def write_side(self, tx: Tx, batch: Batch, *, seen: bool = True) -> None:
         """The batch's sensors, quarantine and gateway updates, inside ``tx``; ``seen``: also

@@ -167,6 +167,22 @@ def test_quarantine_keeps_binary_payloads_and_meta_provisions(database_url: str)
     ]
 
 
+class _Abort(Exception):
+    pass
+
+
+def test_a_rolled_back_meta_does_not_count_as_provisioned(database_url: str) -> None:
+    meta = Batch(readings([]), sensors=[SensorMeta("AQ-9", "gw", "air", quantities=("pm25",))])
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        with pytest.raises(_Abort), w.transaction() as tx:
+            w.write_side(tx, meta)
+            raise _Abort  # the batch's transaction fails after the sensor was written
+        commit(w, Batch(readings([("S1", "pm25", time.time(), 1.0)])))  # a later batch commits
+        assert w.provisioned_sensors({"AQ-9"}) == set()
+    assert scalar(database_url, "SELECT count(*) FROM sensors WHERE sensor_id = 'AQ-9'") == 0
+
+
 def test_rollups_merge_late_data_and_never_count_a_duplicate(database_url: str) -> None:
     base = (int(time.time()) // 3600 - 2) * 3600  # an hour boundary two hours ago
     first = [("R1", "pm25", base + 10.0, 10.0), ("R1", "pm25", base + 50.0, 30.0)]
