@@ -112,6 +112,8 @@ class Alarms:
     def ensure(self, cur: psycopg.Cursor[Any], series: np.ndarray) -> None:
         if not self._loaded:
             self.load(cur)
+        if self.engine.knows(series):
+            return  # the usual batch: no series new to the engine
         unknown = [int(s) for s in np.unique(series) if int(s) not in self._names]
         if unknown:
             self._register(

@@ -27,6 +27,11 @@ class IngestMetrics:
         for reason in REASONS:
             self.quarantined.labels(reason)
         self.batches = Counter("pusat_ingest_batches", "batches committed", registry=r)
+        self.overlapped = Counter(
+            "pusat_ingest_batches_overlapped",
+            "batches whose readings were sent while the previous batch committed",
+            registry=r,
+        )
         self.db_errors = Counter(
             "pusat_ingest_db_errors", "failed batch writes (retried)", registry=r
         )

@@ -14,13 +14,15 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
 
+from ingest import commit as committing
 from ingest.alarms import Alarms
-from ingest.commit import commit
+from ingest.commit import Committed, Started, commit
 from ingest.derived import Derived
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Inbox, Session
@@ -37,6 +39,19 @@ log = logging.getLogger(__name__)
 STORE_ERROR = "store_error"
 TAKE = 512  # messages taken off the inbox at once
 SWITCH_INTERVAL_S = 0.0005  # see Worker.run
+
+
+class _Stopped(Exception):
+    """Stopped while the database was away: nothing more can be committed."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A batch whose readings are on their way to the database, not yet committed or acked."""
+
+    acc: Accumulator
+    started: Started
+    t0: float  # perf_counter() at its start, for the commit-time histogram
 
 
 def retention(s: Settings) -> maintenance.Retention:
@@ -66,6 +81,17 @@ class Worker:
         self._unpublished: set[tuple[str, str]] = set()
         self.derived = Derived(catalogue)
         self._writer: Writer | None = None
+        # A second connection: the next batch's readings are copied on it while the last one
+        # merges and commits (see _write_loop).
+        self._spare: Writer | None = None
+        # Periodic work between batches: (every seconds, what), and when each last ran. The
+        # tick and the indices at once; maintenance first after its interval, not at start.
+        self._periodic = [
+            (settings.tick_s, self._tick),
+            (settings.index_every_s, self._derive),
+            (settings.maintenance_every_s, self._maintain),
+        ]
+        self._last_run = [0.0, 0.0, time.monotonic()]
         self._last_log = time.monotonic()
         self.failed: BaseException | None = None  # what ended run() early, for whoever waits
 
@@ -295,8 +321,9 @@ class Worker:
             self._hand_over(batches, None, writer)
             writer.join()
             self.session.stop()
-            if self._writer is not None:
-                self._writer.conn.close()
+            for w in (self._writer, self._spare):
+                if w is not None:
+                    w.conn.close()
             log.info("ingest stopped: %s", self.metrics.summary())
         if self.failed is not None:
             raise self.failed
@@ -334,32 +361,174 @@ class Worker:
                 return
 
     def _write_loop(self, batches: queue.Queue[Accumulator | None], stop: threading.Event) -> None:
-        """Commit and acknowledge batches in order; run the tick and the indices when due."""
-        # the tick and the indices at once; maintenance first after its interval, not at start
-        last_tick = last_derive = 0.0
-        last_maintain = time.monotonic()
+        """Commit and acknowledge batches in order; run the tick and the indices when due.
+
+        Two batches overlap when they come back to back: while batch N merges and commits on
+        one connection, the server already stores the readings of N+1, sent on the other.
+        Everything after the readings (rollups, alarms, commit, ack) stays in batch order, and
+        N+1's transaction is rolled back before N is written again after a failure.
+        """
+        pending: _Pending | None = None
         try:
             while True:
                 try:
-                    acc = batches.get(timeout=min(self.settings.tick_s, 0.5))
+                    got = (
+                        batches.get(timeout=min(self.settings.tick_s, 0.5))
+                        if pending is None
+                        else batches.get_nowait()  # the next batch only if it is there now
+                    )
                 except queue.Empty:
-                    acc = Accumulator(self.settings.topic_root, self.catalogue, self.limits)
-                if acc is None:
+                    got = Accumulator(self.settings.topic_root, self.catalogue, self.limits)
+                if pending is not None:
+                    if got is not None and got.messages and not self._due():
+                        pending = self._overlap(pending, got, stop)
+                        continue
+                    self._finish(pending, stop)
+                    pending = None
+                if got is None:
                     return
-                if not self._commit(acc, stop):
-                    return  # stopped during an outage: nothing more can be committed
-                if time.monotonic() - last_tick >= self.settings.tick_s:
-                    last_tick = time.monotonic()
-                    self._tick()
-                if time.monotonic() - last_derive >= self.settings.index_every_s:
-                    last_derive = time.monotonic()
-                    self._derive()
-                if time.monotonic() - last_maintain >= self.settings.maintenance_every_s:
-                    last_maintain = time.monotonic()
-                    self._maintain()
+                self._run_due()
+                if got.messages:
+                    pending = self._begin(got, stop)
+        except _Stopped:
+            return  # stopped during an outage: nothing more can be committed
         except BaseException as e:  # noqa: BLE001 - not swallowed: run() raises it again
             self.failed = e
             stop.set()  # a bug: stop the collector too, so the failure is seen
+        finally:
+            if pending is not None and self.failed is not None:
+                pending.started.abandon(self.failed)
+
+    def _due(self) -> list[int]:
+        """Which periodic work is due (positions in ``_periodic``)."""
+        now, last = time.monotonic(), self._last_run
+        return [i for i, (every, _) in enumerate(self._periodic) if now - last[i] >= every]
+
+    def _run_due(self) -> None:
+        """The periodic work, between batches (never while one is pending: maintenance may
+        wait for locks a pending transaction holds)."""
+        for i in self._due():
+            self._last_run[i] = time.monotonic()
+            self._periodic[i][1]()
+
+    def _sequential(self, acc: Accumulator, stop: threading.Event) -> None:
+        """Write, commit and ack ``acc`` on its own, retrying through outages."""
+        if not self._commit(acc, stop):
+            raise _Stopped
+
+    def _begin(self, acc: Accumulator, stop: threading.Event) -> _Pending | None:
+        """Send the batch's readings; None when it went the sequential way (already acked)."""
+        writer = self._writer
+        if writer is None or writer.conn.closed or not writer.expect_new:
+            self._sequential(acc, stop)
+            return None
+        t0 = time.perf_counter()
+        try:
+            batch = acc.finish(writer.provisioned_sensors, time.time())
+            if not len(batch.readings):
+                self._sequential(acc, stop)
+                return None
+            return _Pending(acc, committing.start(writer, batch), t0)
+        except psycopg.Error as e:
+            self._fall_back(writer, e)
+        self._sequential(acc, stop)
+        return None
+
+    def _finish(self, p: _Pending, stop: threading.Event) -> None:
+        """Complete a pending batch: merge, commit, ack."""
+        try:
+            result = committing.complete(p.started, self.alarms)
+        except psycopg.Error as e:
+            self._fall_back(p.started.writer, e)
+            self._sequential(p.acc, stop)
+            return
+        self._done(p, result)
+
+    def _overlap(self, p: _Pending, acc: Accumulator, stop: threading.Event) -> _Pending | None:
+        """Complete ``p`` while the server already stores ``acc``'s readings, sent on the
+        spare connection; ``acc`` is the new pending batch (None when it went sequentially).
+
+        ``acc``'s readings go out once ``p``'s are stored, so they can wait on ``p``'s locks
+        (a reading in both) but never the other way round.
+        """
+        spare = self._spare_writer()
+        if spare is None or not spare.expect_new or p.started.batch.sensors:
+            # (a batch that provisions sensors commits before the next asks which are)
+            self._finish(p, stop)
+            return self._begin(acc, stop)
+        t0 = time.perf_counter()
+        try:
+            # The next batch's Python while the server stores the last one's readings.
+            batch = acc.finish(spare.provisioned_sensors, time.time())
+            series = spare.series_ids(batch.readings)
+        except psycopg.Error as e:
+            self._fall_back(spare, e)
+            self._finish(p, stop)
+            return self._begin(acc, stop)
+        try:
+            p.started.copied()
+        except psycopg.Error as e:
+            self._fall_back(p.started.writer, e)
+            self._sequential(p.acc, stop)
+            return self._begin(acc, stop)
+        if p.started.redelivered:
+            self._finish(p, stop)  # through staging, before other readings may hold its keys
+            return self._begin(acc, stop)
+        try:
+            nxt = committing.start(spare, batch, series)
+        except psycopg.Error as e:
+            self._fall_back(spare, e)
+            self._finish(p, stop)
+            self._sequential(acc, stop)
+            return None
+        try:
+            result = committing.complete(p.started, self.alarms)
+        except psycopg.Error as e:
+            # Roll the next batch back first: its uncommitted readings could block these.
+            nxt.abandon(e)
+            self._fall_back(p.started.writer, e)
+            self._sequential(p.acc, stop)
+            return self._begin(acc, stop)
+        self._done(p, result)
+        self.metrics.overlapped.inc()
+        self._writer, self._spare = spare, p.started.writer
+        return _Pending(acc, nxt, t0)
+
+    def _fall_back(self, writer: Writer, e: psycopg.Error) -> None:
+        """A batch could not be written the overlapped way: it is written again on its own."""
+        self.metrics.db_errors.inc()
+        log.warning("batch not written (%s); writing it again", e)
+        if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+            writer.conn.close()  # reconnected before its next use
+
+    def _spare_writer(self) -> Writer | None:
+        """The second connection, opened on first use; None while it cannot be."""
+        if self._spare is not None and not self._spare.conn.closed:
+            return self._spare
+        url = self.settings.database_url
+        assert url is not None
+        try:
+            conn = db.connect(url, application="pusat-ingest")
+        except psycopg.OperationalError as e:
+            log.warning("second database connection unavailable: %s", e)
+            return None
+        if self._spare is None:
+            self._spare = Writer(conn)
+        else:
+            self._spare.reconnect(conn)
+        return self._spare
+
+    def _done(self, p: _Pending, result: Committed) -> None:
+        """After a pending batch committed: publish alarms, count, acknowledge."""
+        self._unpublished |= result.alarms
+        try:
+            self._flush_alarms(p.started.writer)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            log.warning("alarm topics not published yet: %s", e)  # kept for the next time
+            p.started.writer.conn.close()
+        batch = p.started.batch
+        self._account(batch, result.stored, result.duplicates, time.perf_counter() - p.t0)
+        self.session.ack(p.acc.messages)
 
     def _maybe_log(self) -> None:
         now = time.monotonic()

@@ -188,6 +188,12 @@ class Engine:
     def sensor(self, name: str) -> int | None:
         return self._sensor_index.get(name)
 
+    def knows(self, series: npt.NDArray[np.int32]) -> bool:
+        """Whether every one of ``series`` is registered (one vectorised look)."""
+        if len(series) == 0:
+            return True
+        return int(series.max()) < self._cap and bool((self.sensor_of[series] >= 0).all())
+
     # -- restoring state ----------------------------------------------------------------------
 
     def restore(

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
+from psycopg.copy import QueuedLibpqWriter
 
 from processing.rollups import Partials
 from store import copybin
@@ -205,14 +206,32 @@ class Writer:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         """One batch's transaction: everything written through the Tx commits together."""
+        tx = self.open()
+        try:
+            yield tx
+        except BaseException:
+            self.close(tx, commit=False)
+            raise
+        self.close(tx, commit=True)
+
+    def open(self) -> Tx:
+        """Start a batch's transaction whose steps a caller spreads out (see ``transaction``);
+        ``close`` ends it."""
         if self.conn.info.transaction_status != pq.TransactionStatus.IDLE:
             # Otherwise this would be a savepoint in a transaction nobody commits: acknowledged
             # but never stored. A caller left a transaction open; that is the bug to fix.
             raise RuntimeError("the writer's connection is already inside a transaction")
         self._pending_provisioned.clear()  # a failed transaction's sensors were rolled back
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            yield Tx(cur)
-        self._provisioned.update(self._pending_provisioned)
+        return Tx(self.conn.cursor())  # the first statement begins the transaction
+
+    def close(self, tx: Tx, *, commit: bool) -> None:
+        """Commit ``tx`` (or roll it back: nothing to undo on a connection already broken)."""
+        tx.cur.close()
+        if commit:
+            self.conn.commit()
+            self._provisioned.update(self._pending_provisioned)
+        elif self.conn.info.status == pq.ConnStatus.OK:
+            self.conn.rollback()
 
     def write_side(self, tx: Tx, batch: Batch, *, seen: bool = True) -> None:
         """The batch's sensors, quarantine and gateway updates, inside ``tx``; ``seen``: also
@@ -455,11 +474,51 @@ def unique_keys(series: I32, ts_us: I64) -> npt.NDArray[np.intp]:
     return np.sort(order[first])
 
 
+class DirectCopy:
+    """Readings COPYed straight into `reading_data`, sent but not yet awaited: the server
+    stores them while the caller does other work, until ``wait`` (or ``abandon``).
+
+    It must be its transaction's first statement: a key violation aborts the transaction
+    (``wait`` raises Redelivered). The data goes out from a thread of psycopg's, so sending never
+    blocks the caller, even when the server waits for a lock held by the caller's other
+    transaction.
+    """
+
+    def __init__(self, cur: psycopg.Cursor[Any], data: bytes) -> None:
+        self._stack = contextlib.ExitStack()
+        try:
+            cp = self._stack.enter_context(cur.copy(_COPY_READINGS, writer=QueuedLibpqWriter(cur)))
+            cp.write(data)
+        except BaseException as e:
+            self._stack.__exit__(type(e), e, e.__traceback__)
+            raise
+
+    def wait(self) -> None:
+        """Until the server has stored every row; raises Redelivered on a key violation."""
+        try:
+            self._stack.close()
+        except psycopg.errors.UniqueViolation as e:
+            raise Redelivered(str(e)) from e
+
+    def abandon(self, why: BaseException) -> None:
+        """End the COPY with an error: the server rolls it back with its transaction."""
+        # The COPY fails as asked (or the connection is already gone): nothing was stored.
+        with contextlib.suppress(psycopg.Error):
+            self._stack.__exit__(type(why), why, why.__traceback__)
+
+
+_COPY_READINGS = "COPY reading_data (series_id, ts, value, received_at) FROM STDIN (FORMAT BINARY)"
+
+
 class Tx:
     """The steps of one batch's transaction."""
 
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self.cur = cur
+
+    def send_readings(self, r: Readings, series: I32) -> DirectCopy:
+        """Start the direct COPY of ``r`` (see ``readings``); the caller waits on it later."""
+        return DirectCopy(self.cur, copybin.rows(_reading_columns(r, series)))
 
     def readings(self, r: Readings, series: I32, *, direct: bool = True) -> npt.NDArray[np.intp]:
         """Store the readings once each; returns the positions (in ``r``) newly stored now.
@@ -472,21 +531,9 @@ class Tx:
         """
         if len(r) == 0:
             return np.empty(0, dtype=np.intp)
-        columns: list[tuple[str, npt.NDArray[np.generic]]] = [
-            ("int4", series),
-            ("timestamptz", r.ts_us),
-            ("float8", r.value),
-            ("timestamptz", r.received_us),
-        ]
+        columns = _reading_columns(r, series)
         if direct:
-            try:
-                with self.cur.copy(
-                    "COPY reading_data (series_id, ts, value, received_at)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as cp:
-                    cp.write(copybin.rows(columns))
-            except psycopg.errors.UniqueViolation as e:
-                raise Redelivered(str(e)) from e
+            DirectCopy(self.cur, copybin.rows(columns)).wait()
             # The key held: every reading was new and none repeated another.
             return np.arange(len(r), dtype=np.intp)
         return self._staged(r, series, columns)
@@ -549,6 +596,15 @@ class Tx:
             params += _arrays(ALARM_STATE_TYPES, (*columns, state.last_ts, state.last_value))
         params += [*_seen_params(seen), CHANNEL, _changes(*changes)]
         self.cur.execute(_MERGE[with_state], params, prepare=True)
+
+
+def _reading_columns(r: Readings, series: I32) -> list[tuple[str, npt.NDArray[np.generic]]]:
+    return [
+        ("int4", series),
+        ("timestamptz", r.ts_us),
+        ("float8", r.value),
+        ("timestamptz", r.received_us),
+    ]
 
 
 def _changes(readings: int, alarms: int, quarantined: int, sensors: int) -> str:
