@@ -1421,6 +1421,10 @@ class Row:
     peak_rss: str
 
 
+def _default(setting: str) -> int:
+    return int(Settings.model_fields[setting].default)
+
+
 def _mib(kib: int | None) -> str:
     return "" if kib is None else f"{kib / 1024:.0f} MiB"
 
@@ -1588,7 +1592,8 @@ def markdown(r: Result) -> str:
         f" Python {m.python}, {m.postgresql}, {m.mosquitto}; everything on loopback, started by"
         " the benchmark. The database is durable (fsync and synchronous commit on) with"
         " `track_commit_timestamp = on`; the worker runs with its default settings (batches of up"
-        " to 5,000 readings or 200 ms, Receive Maximum 20,000, which the baselines get too)."
+        f" to {_default('batch_size'):,} readings or {_default('batch_ms')} ms, Receive Maximum"
+        f" {_default('receive_maximum'):,}, which the baselines get too)."
         + (
             f" TimescaleDB rows: {r.timescaledb} (Apache edition, chrooted Debian 13 packages),"
             " also durable, `reading_data` a hypertable of 1-day chunks."

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         False,
         description="quarantine readings of unknown sensors and quantities instead of storing",
     )
-    batch_size: int = Field(5000, ge=1, description="readings per ingest batch (at most)")
+    batch_size: int = Field(10000, ge=1, description="readings per ingest batch (at most)")
     batch_ms: int = Field(200, ge=1, description="longest wait before a partial batch is written")
     queue_size: int = Field(
         50000, ge=100, description="messages buffered between the MQTT callback and the worker"
