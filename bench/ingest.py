@@ -561,6 +561,9 @@ def _consume(spec: ConsumeSpec, handle: Callable[[str, bytes, float], None] | No
 
     def on_message(client: Any, userdata: Any, msg: Any) -> None:
         at = time.time()
+        # A pre-loaded session delivers its queue before the SUBACK, which then waits behind
+        # every slow `handle` call: a delivered message shows the session is live as well.
+        subscribed.set()
         if handle is not None:
             handle(msg.topic, msg.payload, at)
         tally.saw(time.time() if handle is not None else at)
