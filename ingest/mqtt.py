@@ -7,6 +7,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,7 @@ class Session:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish_received = self._received
         c.on_subscribe = self._on_subscribe
         self.client = c
 
@@ -171,11 +173,15 @@ class Session:
         log.warning("disconnected from the broker: %s", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # Blocks when the queue is full: back-pressure onto the broker instead of losing data.
+        """The messages paho decodes itself (see _Client._handle_publish)."""
         payload = msg.payload
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        self.inbox.put(Message(msg.topic, payload, time.time(), msg.qos, msg.mid, self.generation))
+        self._received(msg.topic, payload, msg.qos, msg.mid)
+
+    def _received(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
+        # Blocks when the queue is full: back-pressure onto the broker instead of losing data.
+        self.inbox.put(Message(topic, payload, time.time(), qos, mid, self.generation))
 
 
 class _Client(mqtt.Client):
@@ -190,6 +196,8 @@ class _Client(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (topic, payload, qos, packet id) of each PUBLISH read the short way; None: paho's way
+        self.on_publish_received: Callable[[str, bytes, int, int], None] | None = None
         self._chunk = b""
         self._chunk_pos = 0
         self._chunk_sock: object = None  # the socket the chunk came from
@@ -214,6 +222,27 @@ class _Client(mqtt.Client):
             rc = super().loop_read(max_packets)
         return rc
 
+    def _handle_publish(self) -> MQTTErrorCode:
+        """A QoS 0 or 1 PUBLISH straight to ``on_publish_received``, acknowledged later by the
+        worker: the topic, packet id and payload taken from the packet, its properties skipped.
+
+        paho builds a message object, parses every MQTT 5 property in Python and matches the
+        topic against per-topic callbacks for each message: most of the network thread's time
+        with one-reading messages. Ingest uses no property (we allow no topic aliases, so every
+        PUBLISH names its topic). QoS 2, a topic that is not UTF-8, or a packet that does not
+        add up go paho's way.
+        """
+        sink, packet = self.on_publish_received, self._in_packet["packet"]
+        qos = (self._in_packet["command"] & 0x06) >> 1
+        if sink is None or qos > 1 or not self._manual_ack or self._protocol != mqtt.MQTTv5:
+            return super()._handle_publish()
+        parsed = parse_publish(packet, qos)
+        if parsed is None:
+            return super()._handle_publish()
+        topic, mid, payload = parsed
+        sink(topic, payload, qos, mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def ack_many(self, mids: list[int]) -> None:
         """PUBACKs (success, no properties) for ``mids``, queued as one write: paho's ``ack``
         costs a packet, a wake-up of the network thread and a socket write per message (several
@@ -221,6 +250,34 @@ class _Client(mqtt.Client):
         and the broker then delivers those messages again."""
         if mids:
             self._packet_queue(PUBACK, pubacks(mids), 0, 0)
+
+
+def parse_publish(packet: bytes | bytearray, qos: int) -> tuple[str, int, bytes] | None:
+    """(topic, packet id, payload) of an MQTT 5 PUBLISH's variable header and payload; None
+    when the topic is not UTF-8 or the lengths run past the packet."""
+    end = 2 + int.from_bytes(packet[:2], "big")
+    topic = packet[2:end]
+    mid = 0
+    if qos:
+        mid = int.from_bytes(packet[end : end + 2], "big")
+        end += 2
+    # The properties' length: a variable byte integer of at most four bytes.
+    length = shift = 0
+    for k in range(end, min(end + 4, len(packet))):
+        byte = packet[k]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            start = k + 1 + length
+            break
+    else:
+        return None
+    if start > len(packet):
+        return None
+    try:
+        return bytes(topic).decode("utf-8"), mid, bytes(packet[start:])
+    except UnicodeDecodeError:
+        return None
 
 
 def pubacks(mids: list[int]) -> bytes:
