@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg.types.numeric import Int8BinaryLoader
 
 from api.errors import ApiError, bad_request
 from api.params import format_duration
@@ -281,56 +282,74 @@ _ROW_AGG = {
 }
 
 
-# Reading times carry microseconds: extract's numeric keeps them exact.
-_READING_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
-# Bucket starts are whole seconds (steps are), for which the float8 date_part is exact too
-# (under 2**53 microseconds, until 2255) and costs a fraction of numeric arithmetic per row;
-# fetch reads every column as float64 anyway.
-_BUCKET_US = "date_part('epoch', {col}) * 1000000"
+# Times travel as timestamptz: a binary result carries one as a 64-bit count of microseconds
+# since 2000-01-01 UTC, which ``query_rows`` reads as that integer. The server then converts
+# nothing per row (``date_part`` on each of a week's 168 hourly rows cost about as much server
+# time as finding and reading them) and the client builds no datetime; the shift to the Unix
+# epoch is one NumPy addition.
+_PG_EPOCH_US = 946_684_800 * US  # 2000-01-01T00:00Z in Unix microseconds
+_TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
 
 
 def sql_for(plan: Plan, bucket_function: str) -> str:
     """The query of a plan: parameters %(series)s, %(start)s, %(end)s, %(step)s, %(limit)s
-    (``params_for`` gives them).
+    (``params_for`` gives them); run it with ``query_rows``.
 
-    Rows are (series_id, time as Unix microseconds, aggregates...): numbers are cheaper to read
-    than timestamps, and the grid is built with NumPy. Buckets come unordered (the grid orders
-    them), which spares the database a sort.
+    Rows are (series_id, time, aggregates...), or (time, aggregates...) for a plan of one
+    series (whose id the caller knows); times are read as integers (``query_rows``), and the
+    grid is built with NumPy. Buckets come unordered (the grid orders them), which spares the
+    database a sort.
     """
+    one = plan.series == 1
     # One series (a panel's usual ask) by plain equality: an array parameter costs a
     # Python-level dump in psycopg and an array decode in the server on every execution.
-    key = "series_id = %(series)s" if plan.series == 1 else "series_id = ANY(%(series)s)"
+    key = "series_id = %(series)s" if one else "series_id = ANY(%(series)s)"
+    sid = "" if one else "series_id, "
     if plan.step_s is None:
         return (
-            f"SELECT series_id, {_READING_US.format(col='ts')}, value FROM reading_data"
+            f"SELECT {sid}ts, value FROM reading_data"
             f" WHERE {key} AND ts >= %(start)s AND ts < %(end)s"
-            " ORDER BY series_id, ts LIMIT %(limit)s"
+            f" ORDER BY {sid}ts LIMIT %(limit)s"
         )
+    group = "1" if one else "1, 2"
     # The origin makes buckets line up with the rollups' (Unix epoch), on both tiers.
     bucket = f"{bucket_function}(%(step)s::interval, {{col}}, '1970-01-01T00:00:00Z'::timestamptz)"
-    out = _BUCKET_US.format(col="b")
     if plan.resolution is Resolution.raw:
-        cols = ", ".join(f"{_RAW_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
-        inner = (
-            f"SELECT series_id, {bucket.format(col='ts')} AS b, {cols} FROM reading_data"
+        cols = ", ".join(_RAW_AGG[a] for a in plan.aggs)
+        return (
+            f"SELECT {sid}{bucket.format(col='ts')}, {cols} FROM reading_data"
             f" WHERE {key} AND ts >= %(start)s AND ts < %(end)s"
-            " GROUP BY 1, 2"
+            f" GROUP BY {group}"
         )
-    elif plan.step_s == TIER_WIDTH_S[plan.resolution]:
-        cols = ", ".join(f"{_ROW_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
-        inner = (
-            f"SELECT series_id, bucket AS b, {cols} FROM {plan.table}"
+    if plan.step_s == TIER_WIDTH_S[plan.resolution]:
+        cols = ", ".join(_ROW_AGG[a] for a in plan.aggs)
+        return (
+            f"SELECT {sid}bucket, {cols} FROM {plan.table}"
             f" WHERE {key} AND bucket >= %(start)s AND bucket < %(end)s"
         )
-    else:
-        cols = ", ".join(f"{_MERGE_AGG[a]} AS a{i}" for i, a in enumerate(plan.aggs))
-        inner = (
-            f"SELECT series_id, {bucket.format(col='bucket')} AS b, {cols} FROM {plan.table}"
-            f" WHERE {key} AND bucket >= %(start)s AND bucket < %(end)s"
-            " GROUP BY 1, 2"
-        )
-    aggs = ", ".join(f"a{i}" for i in range(len(plan.aggs)))
-    return f"SELECT series_id, {out}, {aggs} FROM ({inner}) q"
+    cols = ", ".join(_MERGE_AGG[a] for a in plan.aggs)
+    return (
+        f"SELECT {sid}{bucket.format(col='bucket')}, {cols} FROM {plan.table}"
+        f" WHERE {key} AND bucket >= %(start)s AND bucket < %(end)s"
+        f" GROUP BY {group}"
+    )
+
+
+async def query_rows(
+    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Run a query of ``sql_for`` as the API does: binary results, each time as an integer
+    (microseconds since 2000-01-01 UTC; ``unix_us`` shifts them)."""
+    async with conn.cursor(binary=True) as cur:
+        cur.adapters.register_loader(_TIMESTAMPTZ_OID, Int8BinaryLoader)
+        await cur.execute(query.encode(), params)
+        return await cur.fetchall()
+
+
+def unix_us(pg_us: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Times as ``query_rows`` reads them, in Unix microseconds (a float64 holds them exactly
+    for 285 years either side of 2000)."""
+    return pg_us.astype(np.int64) + _PG_EPOCH_US
 
 
 def params_for(plan: Plan, ids: Sequence[int], limit: int) -> dict[str, Any]:
@@ -368,31 +387,35 @@ async def fetch(
 ) -> Result:
     ids = [s.series_id for s in series]
     params = params_for(plan, ids, max_points + 1)
-    # Binary results: numbers arrive without text parsing.
-    cur = await conn.execute(sql_for(plan, bucket_function).encode(), params, binary=True)
-    rows = await cur.fetchall()
+    found = await query_rows(conn, sql_for(plan, bucket_function), params)
     previous: dict[int, tuple[datetime, float]] = {}
     if before:
         cur = await conn.execute(_BEFORE, (ids, plan.start))
         previous = {sid: (ts, v) for sid, ts, v in await cur.fetchall()}
-    if plan.step_s is None and len(rows) > max_points:
+    if plan.step_s is None and len(found) > max_points:
         raise bad_request(
             f"too many points: the window holds more than {max_points:,} readings;"
             " ask for a step (aggregates) or a shorter range"
         )
     # (series index, time in microseconds, values...) as arrays; aggregates over at least one
-    # reading are never NULL, but a NULL becomes NaN rather than breaking the answer.
-    width = 2 + (len(plan.aggs) if plan.step_s else 1)
-    data = np.array(rows, dtype=np.float64).reshape(-1, width)  # NumPy reads None as NaN
+    # reading are never NULL, but a NULL becomes NaN rather than breaking the answer. Rows of a
+    # one-series plan carry no series id.
+    one = plan.series == 1
+    width = (1 if one else 2) + (len(plan.aggs) if plan.step_s else 1)
+    data = np.array(found, dtype=np.float64).reshape(-1, width)  # NumPy reads None as NaN
     position = {s.series_id: i for i, s in enumerate(series)}
-    lookup = np.zeros(max(position) + 1, dtype=np.int64)
-    lookup[list(position)] = list(position.values())
-    index = lookup[data[:, 0].astype(np.int64)]
-    times = data[:, 1].astype(np.int64)  # exact: microseconds until 2255 fit a double's mantissa
-    if plan.step_s is None:
-        table = _raw_table(index, times, data[:, 2], series)
+    if one:
+        index = np.zeros(len(data), dtype=np.int64)
     else:
-        table = _bucket_table(index, times, data[:, 2:], plan, series, previous)
+        lookup = np.zeros(max(position) + 1, dtype=np.int64)
+        lookup[list(position)] = list(position.values())
+        index = lookup[data[:, 0].astype(np.int64)]
+        data = data[:, 1:]
+    times = unix_us(data[:, 0])
+    if plan.step_s is None:
+        table = _raw_table(index, times, data[:, 1], series)
+    else:
+        table = _bucket_table(index, times, data[:, 1:], plan, series, previous)
     before_rows = [
         {
             "sensor_id": series[position[sid]].sensor_id,

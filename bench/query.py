@@ -16,9 +16,9 @@ noise, then through the HTTP API:
 - a 7-day district panel at 200 points (hourly rollups) vs raw.
 
 The SQL and its parameters are the API's own (``api.series.sql_for`` and ``params_for`` on
-``api.series.make_plan``), timed through psycopg including fetching the rows; the same Pusat
-queries are also timed end to end through the HTTP API (uvicorn on loopback, JSON answers),
-which is what the aims are about.
+``api.series.make_plan``), run by ``api.series.query_rows`` as the API runs them and timed
+including fetching the rows; the same Pusat queries are also timed end to end through the HTTP
+API (uvicorn on loopback, JSON answers), which is what the aims are about.
 """
 
 from __future__ import annotations
@@ -272,6 +272,7 @@ class Query:
     params: dict[str, Any]
     table: str
     http: dict[str, str]  # GET parameters of the same query through the API (None: latest)
+    series: bool = True  # an api.series query, run as the API runs it (api.series.query_rows)
 
 
 async def _series_query(
@@ -315,11 +316,14 @@ async def _series_query(
 
 
 async def _time(
-    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
+    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any], series: bool
 ) -> tuple[float, int]:
     t0 = time.perf_counter()
-    cur = await conn.execute(query.encode(), params or None, binary=True)
-    n = len(await cur.fetchall())
+    if series:
+        n = len(await ts.query_rows(conn, query, params))
+    else:
+        cur = await conn.execute(query.encode(), params or None, binary=True)
+        n = len(await cur.fetchall())
     return time.perf_counter() - t0, n
 
 
@@ -338,6 +342,7 @@ async def measure(
                 {},
                 "latest",
                 {},
+                series=False,
             ),
             await _series_query(
                 conn,
@@ -382,8 +387,8 @@ async def measure(
                     # HTTP requests run in a loop of their own: a query sent after one waits
                     # for this connection's idle backend and CPU to wake (a few tenths of a
                     # millisecond here), which would be charged to whichever form came first.
-                    a, n_pusat = await _time(conn, q.pusat_sql, q.params)
-                    b, n_raw = await _time(conn, q.raw_sql, q.params)
+                    a, n_pusat = await _time(conn, q.pusat_sql, q.params, q.series)
+                    b, n_raw = await _time(conn, q.raw_sql, q.params, q.series)
                     if i >= 3:  # the first runs warm caches
                         pusat.append(a)
                         raw.append(b)
@@ -604,7 +609,8 @@ def markdown(r: Result) -> str:
         "",
         f"Each query ran {c.repeats} times after 3 warm-up runs, Pusat's SQL and the same on raw"
         " readings alternating back to back, then the API over HTTP. *Pusat* and *raw*: the SQL"
-        " the API runs (`api.series`), executed and fetched with psycopg; *raw* is the same"
+        " the API runs (`api.series`), executed and fetched as the API does (psycopg, binary,"
+        " times as integers: `api.series.query_rows`); *raw* is the same"
         " query on `reading_data` (for latest: the newest reading of each series by an index"
         " probe, the best raw readings allow). *API*: the same Pusat query end to end, `GET`"
         " with httpx to uvicorn, JSON parsed. Milliseconds, p50 / p95.",

@@ -3,14 +3,17 @@ gaps, the value before the window, and JSON/CSV/Parquet read by pandas straight 
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
+from api import series as ts
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
 from tests.test_api_support import US, Api, sensor, us, write
@@ -364,3 +367,29 @@ def test_bad_requests_get_a_clear_4xx(
     r = api.get("/api/v1/readings", **params)
     assert r.status_code == status, r.text
     assert message in r.text
+
+
+def test_times_arrive_as_exact_integers(database_url: str) -> None:
+    # api.series reads timestamptz results as integer microseconds (no per-row conversion in
+    # the server, no datetimes in the client): exact to the microsecond either side of 2000.
+    times = [
+        datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 11, 20, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2199, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]
+
+    async def run() -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            return await ts.query_rows(
+                conn, "SELECT t, 1.5 FROM unnest(%(times)s::timestamptz[]) AS t", {"times": times}
+            )
+
+    rows = asyncio.run(run())
+    got = ts.unix_us(np.array([r[0] for r in rows], dtype=np.float64))
+    assert got.tolist() == [us_exact(t) for t in times]
+    assert [r[1] for r in rows] == [1.5] * len(times)
+
+
+def us_exact(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
