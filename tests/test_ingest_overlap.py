@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import psycopg
 import pytest
 
 from pusat.settings import Settings
@@ -79,8 +80,6 @@ def test_a_refused_batch_does_not_lose_the_batch_behind_it(
     small = settings.with_(batch_size=10, batch_ms=1000)
     # The database refuses any rollup row holding the value 666 (a bug or a constraint a
     # migration added): that batch's merge fails while the next batch's readings are in flight.
-    import psycopg
-
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS $$"
