@@ -635,10 +635,11 @@ def markdown(r: Result) -> str:
         "The 24-hour panel reads the 1-minute rollups, which hold as many rows as minute data:"
         " its gain over raw is small by construction; the hourly rollups make the long ranges."
         " One series over 7 days is cheap either way while its raw readings sit in memory"
-        " (10,080 rows aggregated in about 2 ms): Pusat's 168 hourly rows take under 0.1 ms"
-        " in the server, and about half of its time is the round trip itself (a `SELECT 1`"
-        " costs about 0.1 ms through psycopg), so that ratio is bounded by fixed costs; it grows"
-        " with the range, the reading rate and the number of series, as the 7-day panel shows.",
+        " (10,080 rows aggregated in a few milliseconds): Pusat's 168 hourly rows take about a"
+        " tenth of a millisecond in the server, and most of its time is what every query costs"
+        " (the round trip, decoding rows in Python), so that ratio is bounded by fixed costs; it"
+        " grows with the range, the reading rate and the number of series, as the 7-day panel"
+        " shows.",
         end,
     ]
     return "\n".join(lines) + "\n"
