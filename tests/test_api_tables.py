@@ -10,31 +10,21 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.tables import Column, Table, _iso, to_json
+from api.tables import _SCHEMA_TYPE, Column, Table, _python, to_json
 
 
 def plain(t: Table) -> bytes:
     """The obvious way: a dict per row (what to_json must equal)."""
-    cols: list[list[Any]] = []
-    for c in t.columns:
-        if c.kind == "time":
-            cols.append(_iso(np.asarray(c.values, dtype=np.int64)))
-        elif isinstance(c.values, np.ndarray):
-            cols.append(c.values.tolist())
-        else:
-            cols.append(list(c.values))
     names = [c.name for c in t.columns]
     fields = [
-        {"name": c.name, "type": k, **({"tz": "UTC"} if c.kind == "time" else {})}
-        for c, k in zip(
-            t.columns,
-            [
-                {"time": "datetime", "text": "string", "float": "number"}.get(c.kind, "x")
-                for c in t.columns
-            ],
-            strict=True,
-        )
+        {
+            "name": c.name,
+            "type": _SCHEMA_TYPE[c.kind],
+            **({"tz": "UTC"} if c.kind == "time" else {}),
+        }
+        for c in t.columns
     ]
+    cols = [_python(c) for c in t.columns]
     rows = [dict(zip(names, r, strict=True)) for r in zip(*cols, strict=True)]
     return orjson.dumps({**t.extra, "schema": {"fields": fields}, "data": rows})
 
