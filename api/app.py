@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -119,7 +120,11 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
             await hub.stop()
             await pool.close()
 
-    app = FastAPI(
+    # Swagger UI from files installed with the package, not from a CDN: a command centre's
+    # network often has no way out to the internet. No ReDoc: its page fetches a logo from one.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
+        redoc_url=None,
         title="Pusat API",
         version="1",
         description=DESCRIPTION,

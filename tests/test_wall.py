@@ -1,7 +1,8 @@
 """The /wall page in a real headless Chromium (Debian's, driven by Playwright), fed by a real
 ingest worker through Mosquitto: it loads, shows a reading within seconds of its publication,
 acknowledges an alarm, turns its freshness indicator red when data stops, and asks nothing of
-the internet. A screenshot is kept under test-artifacts/."""
+the internet. A screenshot is kept under test-artifacts/. The API's docs page, too, must work
+with no internet."""
 
 from __future__ import annotations
 
@@ -198,6 +199,35 @@ def test_wall_without_a_token_says_how_to_get_one(settings: Settings, browser: o
         assert "pusat token create --role viewer" in page.inner_text("body")
         page.goto(f"{server.url}/wall?token=pusat_wrong")
         assert "unknown or revoked token" in page.inner_text("body")
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_api_docs_render_with_no_internet(settings: Settings, browser: object) -> None:
+    """Swagger UI at /docs lists the operations with every request answered by the server."""
+    from playwright.sync_api import Browser, Route
+
+    assert isinstance(browser, Browser)
+    server = ServerThread(settings.with_(api_port=free_port())).start()
+    elsewhere: list[str] = []
+
+    def only_the_server(route: Route) -> None:
+        url = route.request.url
+        if url.startswith(server.url) or url.startswith("data:"):
+            route.continue_()
+        else:
+            elsewhere.append(url)
+            route.abort()
+
+    try:
+        page = browser.new_page()
+        page.route("**/*", only_the_server)
+        response = page.goto(f"{server.url}/docs")
+        assert response is not None and response.status == 200
+        # Swagger UI lists each operation under its path.
+        page.wait_for_selector('.opblock-summary-path[data-path="/api/v1/readings"]')
+        assert elsewhere == []
         page.close()
     finally:
         server.stop()
