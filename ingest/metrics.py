@@ -14,6 +14,11 @@ class IngestMetrics:
         self.messages = Counter(
             "pusat_ingest_messages", "MQTT messages received", ["kind"], registry=r
         )
+        self.elsewhere = Counter(
+            "pusat_ingest_messages_other_partition",
+            "messages of other partitions' gateways, acknowledged and left to their worker",
+            registry=r,
+        )
         self.received = Counter(
             "pusat_ingest_readings_received", "readings decoded from messages", registry=r
         )

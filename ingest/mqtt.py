@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Counter
 
 from ingest import topics
 from ingest.pipeline import Message
@@ -91,9 +92,14 @@ class Session:
     broker redelivers unacknowledged messages under new packet ids.
     """
 
-    def __init__(self, settings: Settings, inbox: Inbox) -> None:
+    def __init__(self, settings: Settings, inbox: Inbox, elsewhere: Counter) -> None:
         self.settings = settings
         self.inbox = inbox
+        # With a partition, messages of other partitions' gateways are acknowledged at once
+        # and counted in ``elsewhere``: their own worker has them on its own session.
+        self._root = settings.topic_root
+        self._part, self._parts = settings.partitions()
+        self._elsewhere = elsewhere
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # set once the broker has confirmed the subscription
@@ -180,6 +186,11 @@ class Session:
         self._received(msg.topic, payload, msg.qos, msg.mid)
 
     def _received(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
+        if self._parts > 1 and topics.partition_of(self._root, topic, self._parts) != self._part:
+            if qos == 1:
+                self.client.ack_many([mid])
+            self._elsewhere.inc()
+            return
         # Blocks when the queue is full: back-pressure onto the broker instead of losing data.
         self.inbox.put(Message(topic, payload, time.time(), qos, mid, self.generation))
 

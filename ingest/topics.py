@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 KINDS = ("senml", "json", "sdm", "meta", "status")
@@ -17,12 +18,24 @@ def subscriptions(root: str, group: str | None) -> list[str]:
 
     Brokers send no retained messages to shared subscriptions (MQTT 5, 4.8.2), so a worker in a
     group also subscribes on its own to the retained `meta` and `status` topics; those are few
-    and their writes idempotent, so every worker handling them is harmless.
+    and their writes idempotent, so every worker handling them is harmless. A worker of a
+    partition subscribes to everything and keeps its own share (``partition_of``).
     """
     pattern = f"{root}/+/+"
     if not group:
         return [pattern]
     return [f"$share/{group}/{pattern}", f"{root}/+/meta", f"{root}/+/status"]
+
+
+def partition_of(root: str, topic: str, partitions: int) -> int:
+    """The partition (1 to ``partitions``) whose worker handles ``topic``: the CRC-32 of its
+    gateway modulo ``partitions``, plus one. A gateway's topics, and so its sensors' readings
+    and alarm state, all go to one worker. A topic that breaks the contract is hashed whole,
+    so exactly one worker quarantines it.
+    """
+    t = parse(root, topic)
+    key = t.gateway if t is not None else topic
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % partitions + 1
 
 
 def parse(root: str, topic: str) -> Topic | None:

@@ -74,7 +74,7 @@ class Worker:
             settings.max_payload_bytes, settings.max_skew_s, settings.horizon_s, settings.strict
         )
         self.inbox = Inbox(settings.queue_size)
-        self.session = Session(settings, self.inbox)
+        self.session = Session(settings, self.inbox, metrics.elsewhere)
         self.alarms = Alarms(
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish
         )

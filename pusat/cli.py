@@ -146,6 +146,13 @@ def ingest(
     group: Annotated[
         str | None, typer.Option(help="join this shared-subscription group (scale-out)")
     ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: take only the gateways of partition K of N (scale-out on Mosquitto:"
+            " each gateway, with its alarm state, stays with one worker)"
+        ),
+    ] = None,
     client_id: Annotated[
         str | None, typer.Option(help="MQTT client id; unique per worker, stable across restarts")
     ] = None,
@@ -160,7 +167,9 @@ def ingest(
     from processing import catalogue
 
     _logging(log_level)
-    settings = _settings(group=group, client_id=client_id, metrics_port=metrics_port)
+    settings = _settings(
+        group=group, partition=partition, client_id=client_id, metrics_port=metrics_port
+    )
     _need_database(settings)
     if settings.mqtt_url is None:
         typer.echo("error: no broker: set PUSAT_MQTT_URL, or start `pusat up`", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     )
     client_id: str = Field("pusat-ingest", description="MQTT client id of an ingest worker")
     group: str | None = Field(None, description="shared-subscription group for scaled-out ingest")
+    partition: str | None = Field(
+        None,
+        pattern=r"^[0-9]+/[0-9]+$",
+        description="K/N: this worker takes the gateways of partition K of N (scale-out on"
+        " brokers without sticky shared subscriptions, such as Mosquitto)",
+    )
     session_expiry_s: int = Field(
         86400, ge=0, description="how long the broker keeps a worker's session while it is away"
     )
@@ -156,6 +162,26 @@ class Settings(BaseSettings):
                 "topic_root must be a plain topic prefix without wildcards or edge '/'"
             )
         return v
+
+    @model_validator(mode="after")
+    def _one_way_to_scale_out(self) -> Settings:
+        if self.partition is not None:
+            k, n = self.partitions()
+            if not 1 <= k <= n:
+                raise ValueError(f"partition {self.partition}: K/N needs 1 <= K <= N")
+            if self.group:
+                raise ValueError(
+                    "give a shared-subscription group or a partition, not both: the group"
+                    " would split each partition's gateways between its workers again"
+                )
+        return self
+
+    def partitions(self) -> tuple[int, int]:
+        """(K, N) of ``partition``; (1, 1) when unset: one worker takes everything."""
+        if self.partition is None:
+            return 1, 1
+        k, n = self.partition.split("/")
+        return int(k), int(n)
 
     def mqtt(self) -> MqttTarget:
         if self.mqtt_url is None:

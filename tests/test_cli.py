@@ -77,6 +77,26 @@ def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     assert "batch_size" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--partition", "3/2"], "K/N needs 1 <= K <= N"),
+        (["--partition", "half"], "partition"),
+        (["--partition", "1/2", "--group", "g"], "or a partition, not both"),
+    ],
+)
+def test_bad_partition_is_a_clear_error(tmp_path: Path, args: list[str], says: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pusat", "ingest", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env_without_pusat(COLUMNS="200"),
+    )
+    assert out.returncode == 2
+    assert says in " ".join(out.stderr.split()), out.stderr
+
+
 def test_db_upgrade_is_safe_to_repeat(database_url: str, tmp_path: Path) -> None:
     env = env_without_pusat(PUSAT_DATABASE_URL=database_url)
     for _ in range(2):

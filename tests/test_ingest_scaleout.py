@@ -1,5 +1,5 @@
-"""Scale-out and recovery on real services: a shared-subscription group, a broker restart,
-and the Prometheus endpoint of a worker process."""
+"""Scale-out and recovery on real services: a shared-subscription group, partitions by gateway,
+a broker restart, and the Prometheus endpoint of a worker process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest import topics
 from pusat.embedded.broker import start_broker
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
@@ -55,6 +56,78 @@ def test_shared_group_splits_the_load_and_stores_everything_once(
         for w in workers:
             w.stop()
         publisher.publish(f"{root}/gw-0/meta", b"", retain=True)
+
+
+def zigzag(
+    root: str, gateways: list[str], first: int, last: int, t0: float
+) -> list[list[tuple[str, bytes]]]:
+    """Messages ``first`` to ``last - 1`` of each gateway's one sensor, interleaved across the
+    gateways as they would arrive, one second apart in event time: flow 0, 0, 100, 100, 0, ...
+    Only a worker that sees consecutive readings sees a rise of 100 per second."""
+    return [
+        [
+            (
+                f"{root}/{g}/json",
+                json.dumps(
+                    {"sensor": f"Z-{g}", "ts": t0 + i, "values": {"flow": 100 * (i // 2 % 2)}}
+                ).encode(),
+            )
+            for g in gateways
+        ]
+        for i in range(first, last)
+    ]
+
+
+def test_partitions_keep_each_gateway_with_one_worker_and_lose_nothing_while_one_is_away(
+    settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    url = settings.database_url
+    assert url
+    root = settings.topic_root
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nquantity = "flow"\nkind = "rate"\nabove = 60\nper = "1s"\n'
+        'max_gap = "10s"\nseverity = "warning"\n'
+    )
+    # An odd number, so that strictly alternating delivery to two workers would split every
+    # sensor's stream (Mosquitto's own shared delivery did not alternate strictly when tried).
+    gateways = [f"gw-{i}" for i in range(11)]
+    owner = {g: topics.partition_of(root, f"{root}/{g}/json", 2) for g in gateways}
+    assert set(owner.values()) == {1, 2}, owner  # both partitions own some of these gateways
+
+    def start(k: int) -> RunningWorker:
+        s = settings.with_(partition=f"{k}/2", client_id=f"{settings.client_id}-p{k}", rules=rules)
+        return RunningWorker(s).start()
+
+    def publish(first: int, last: int) -> None:
+        for messages in zigzag(root, gateways, first, last, t0):
+            publisher.publish_many(messages)
+
+    t0 = round(time.time()) - 600
+    workers = {k: start(k) for k in (1, 2)}
+    try:
+        publish(0, 40)
+        wait_for(lambda: count(url) == 440, timeout=60, what="the first 40 readings of each")
+        # Every sensor's rises were seen by one worker reading its gateway's stream in order.
+        wait_for(
+            lambda: scalar(url, "SELECT count(DISTINCT sensor_id) FROM alerts") == 11,
+            what="a rate alarm on every sensor",
+        )
+        for k, w in workers.items():
+            mine = sum(40 for g in gateways if owner[g] == k)
+            assert w.metrics.value("pusat_ingest_readings_stored_total") == mine
+            assert w.metrics.value("pusat_ingest_messages_other_partition_total") == 440 - mine
+
+        # Partition 2's worker goes away; the broker keeps its share in its session meanwhile.
+        workers.pop(2).stop()
+        publish(40, 60)
+        first_share = sum(20 for g in gateways if owner[g] == 1)
+        wait_for(lambda: count(url) == 440 + first_share, timeout=60, what="partition 1's share")
+        workers[2] = start(2)
+        wait_for(lambda: count(url) == 660, timeout=60, what="partition 2's share, kept for it")
+    finally:
+        for w in workers.values():
+            w.stop()
 
 
 def test_worker_reconnects_after_a_broker_restart(settings: Settings, tmp_path: Path) -> None:
