@@ -124,6 +124,15 @@ def test_wall_live_reading_acknowledge_and_freshness(
                         "ts": now - 5,
                         "values": {"water_level": 1.21, "do": 6.4, "wqi_class": 2},
                     },
+                    # Two hours of the wetland level before it, for its sparkline.
+                    *(
+                        {
+                            "sensor": "WQ-WET-01",
+                            "ts": now - 600 * k,
+                            "values": {"water_level": round(1.21 - 0.01 * k, 2)},
+                        }
+                        for k in range(1, 13)
+                    ),
                     # PM2.5 above the warning threshold for over two minutes (event time): an alarm.
                     {"sensor": "AQ-P8-01", "ts": now - 180, "values": {"pm25": 80.0, "pm10": 90}},
                     {"sensor": "AQ-P8-01", "ts": now - 30, "values": {"pm25": 82.0, "pm10": 95}},
@@ -149,6 +158,10 @@ def test_wall_live_reading_acknowledge_and_freshness(
         row.wait_for(timeout=15_000)
         assert "active" in (row.get_attribute("class") or "")
         expect(page.locator("#water")).to_contain_text("1.21", timeout=15_000)
+        # The level's last two hours as a sparkline: one point per 5-minute bucket with data.
+        line = page.locator("#water svg.spark polyline")
+        expect(line).to_have_count(1, timeout=15_000)
+        assert len((line.get_attribute("points") or "").split()) >= 12
 
         # A reading published now shows on the wall within seconds.
         published = time.monotonic()
