@@ -60,6 +60,14 @@ SENSORS = [
         "quantities": ["pm25"],
     },
     {
+        "id": "AQ-P10-01",
+        "domain": "air",
+        "district": "Presint 10",
+        "lat": 2.9150,
+        "lon": 101.6700,
+        "quantities": ["pm25"],
+    },
+    {
         "id": "LOOP-P2-01",
         "domain": "traffic",
         "district": "Presint 2",
@@ -114,6 +122,7 @@ def test_wall_live_reading_acknowledge_and_freshness(
             json.dumps(
                 [
                     {"sensor": "AQ-P9-01", "ts": now - 5, "values": {"pm25": 12.0}},
+                    {"sensor": "AQ-P10-01", "ts": now - 5, "values": {"pm25": 40.0}},
                     {
                         "sensor": "LOOP-P2-01",
                         "ts": now - 5,
@@ -158,6 +167,16 @@ def test_wall_live_reading_acknowledge_and_freshness(
         row.wait_for(timeout=15_000)
         assert "active" in (row.get_attribute("class") or "")
         expect(page.locator("#water")).to_contain_text("1.21", timeout=15_000)
+        # Districts worst first (unhealthy, sensitive groups, moderate), not by name, and the
+        # ticker starts from the newest readings already stored.
+        districts = page.locator("#air .row .name")
+        expect(districts).to_have_count(3)
+        assert [t.splitlines()[0] for t in districts.all_inner_texts()] == [
+            "Presint 8",
+            "Presint 10",
+            "Presint 9",
+        ]
+        assert "waiting" not in page.inner_text("#ticker")
         # The level's last two hours as a sparkline: one point per 5-minute bucket with data.
         line = page.locator("#water svg.spark polyline")
         expect(line).to_have_count(1, timeout=15_000)
@@ -169,6 +188,12 @@ def test_wall_live_reading_acknowledge_and_freshness(
         # (Locators, not wait_for_function: the page's CSP forbids evaluating strings.)
         expect(page.locator("#ticker")).to_contain_text("42.5", timeout=10_000)
         expect(page.locator("#air")).to_contain_text("42.5", timeout=10_000)
+        # Presint 9 is now as bad as Presint 10: the same band goes by name, numbers in order.
+        assert [t.splitlines()[0] for t in districts.all_inner_texts()] == [
+            "Presint 8",
+            "Presint 9",
+            "Presint 10",
+        ]
         shown_after = time.monotonic() - published
         assert shown_after < 5, f"the reading took {shown_after:.1f}s to reach the wall"
         assert "fresh" in (page.get_attribute("#freshness", "class") or "")
