@@ -69,6 +69,8 @@ class Alarms:
         " FROM series se JOIN sensors s USING (sensor_id)"
     )
 
+    _WATERMARKS = "SELECT series_id, (extract(epoch FROM ts) * 1000000)::bigint FROM latest_data"
+
     def load(self, cur: psycopg.Cursor[Any]) -> None:
         """Rebuild everything from the database (at start, and after a failed transaction)."""
         self.engine = Engine(self.rules)
@@ -93,9 +95,7 @@ class Alarms:
             (rule_ids,),
         ):
             self.engine.restore(index[rid], series, active, run_start, last_ts, last_value)
-        for series, ts in cur.execute(
-            "SELECT series_id, (extract(epoch FROM ts) * 1000000)::bigint FROM latest_data"
-        ):
+        for series, ts in cur.execute(self._WATERMARKS):
             self.engine.restore_watermark(series, ts)
         for (sensor,) in cur.execute(
             "SELECT sensor_id FROM alerts WHERE kind = 'stale' AND state <> 'closed'"
@@ -147,7 +147,18 @@ class Alarms:
     def tick(self, cur: psycopg.Cursor[Any], now: datetime) -> set[tuple[str, str]]:
         if not self._loaded:
             self.load(cur)
-        transitions = self.engine.tick(int(now.timestamp() * 1e6))
+        now_us = int(now.timestamp() * 1e6)
+        due = self.engine.stale_due(now_us)
+        if len(due):
+            # Other workers may take some of these sensors' readings (other partitions, or a
+            # shared group): before calling a sensor stale, read what the database holds.
+            names = [self.engine.sensors[k] for k in due.tolist()]
+            for series, ts in cur.execute(
+                self._WATERMARKS + " JOIN series USING (series_id) WHERE sensor_id = ANY(%s)",
+                (names,),
+            ):
+                self.engine.restore_watermark(series, ts)
+        transitions = self.engine.tick(now_us)
         touched = lifecycle.apply(cur, self._describe(transitions))
         windows = {r.key: r.flap_window_us for r in self.rules}
         return touched | lifecycle.settle(cur, now, windows)

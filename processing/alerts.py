@@ -270,11 +270,11 @@ class Engine:
         )
         return tr, state
 
-    def tick(self, now_us: int) -> Transitions:
-        """Stale checks: sensors silent for longer than their rule allows (judged on event time)."""
+    def stale_due(self, now_us: int) -> npt.NDArray[np.intp]:
+        """The sensors (indices into ``sensors``) that ``tick(now_us)`` would call stale."""
         rule = self.sensor_stale_rule
         if len(rule) == 0:
-            return _no_transitions()
+            return np.empty(0, dtype=np.intp)
         factor = np.array([r.factor for r in self.rules] + [0.0])[rule]  # -1 -> the 0.0 pad
         silence = now_us - self.sensor_last
         stale = (
@@ -283,7 +283,15 @@ class Engine:
             & ~self.sensor_stale_active
             & (silence > factor * self.sensor_period_us)
         )
-        ks = np.flatnonzero(stale)
+        return np.flatnonzero(stale)
+
+    def tick(self, now_us: int) -> Transitions:
+        """Stale checks: sensors silent for longer than their rule allows (judged on event time)."""
+        ks = self.stale_due(now_us)
+        if len(ks) == 0:
+            return _no_transitions()
+        rule = self.sensor_stale_rule
+        silence = now_us - self.sensor_last
         self.sensor_stale_active[ks] = True
         return Transitions(
             rule[ks],

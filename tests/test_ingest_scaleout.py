@@ -130,6 +130,53 @@ def test_partitions_keep_each_gateway_with_one_worker_and_lose_nothing_while_one
             w.stop()
 
 
+def test_a_restarted_partition_worker_raises_no_stale_alarm_for_another_partitions_sensor(
+    settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    """A worker loads every sensor at start, but another worker takes some of their readings:
+    before calling a sensor stale it must look at what the database holds."""
+    url = settings.database_url
+    assert url
+    root = settings.topic_root
+    rules = tmp_path / "rules.toml"
+    # pm25 reports every 60 s: stale after 3 s of silence, for the test
+    rules.write_text('[[rule]]\nkind = "stale"\nfactor = 0.05\nseverity = "warning"\n')
+    gateway = {
+        k: next(
+            f"gw-{i}" for i in range(50) if topics.partition_of(root, f"{root}/gw-{i}/json", 2) == k
+        )
+        for k in (1, 2)
+    }
+
+    def start(k: int) -> RunningWorker:
+        s = settings.with_(
+            partition=f"{k}/2", client_id=f"{settings.client_id}-p{k}", rules=rules, tick_s=0.1
+        )
+        return RunningWorker(s).start()
+
+    def readings(n: int) -> None:
+        """A fresh reading of one sensor on each partition: the n-th of each."""
+        for k in (1, 2):
+            body = {"sensor": f"BUSY-{k}", "ts": time.time(), "values": {"pm25": 10 + n % 7}}
+            publisher.publish(f"{root}/{gateway[k]}/json", json.dumps(body))
+        wait_for(lambda: count(url) == 2 * n, what=f"readings {n}")
+
+    workers = [start(1), start(2)]
+    try:
+        readings(1)
+        workers[0].stop()
+        # Partition 1's worker loads both sensors as of now; only BUSY-1's readings reach it.
+        workers[0] = start(1)
+        n, began = 1, time.monotonic()
+        while time.monotonic() - began < 4 * 3:
+            n += 1
+            readings(n)
+        assert rows(url, "SELECT sensor_id, rule, state FROM alerts") == []
+    finally:
+        for w in workers:
+            w.stop()
+
+
 def test_worker_reconnects_after_a_broker_restart(settings: Settings, tmp_path: Path) -> None:
     url = settings.database_url
     assert url
