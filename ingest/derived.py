@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from ingest import topics
 from processing import indices
 from processing.catalogue import Catalogue
 from store.writer import Batch, DerivedInfo, Readings
@@ -56,9 +57,12 @@ def _mean(x: npt.NDArray[np.float64], at_least: int) -> float:
 
 
 class Derived:
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, partition: tuple[int, int] = (1, 1)) -> None:
         self.catalogue = catalogue
         self.tables = indices.default_tables()
+        # (K, N): a worker of partition K derives the indices of its own gateways' sensors only,
+        # so that each index series, and its alarm state, stays with one worker.
+        self.partition = partition
 
     def due(self, cur: psycopg.Cursor[Any], now: datetime) -> Batch | None:
         """Derived readings of the completed hours not yet derived; None when nothing is due."""
@@ -71,7 +75,7 @@ class Derived:
         attrs = self._free_flow(cur)
         rows: list[tuple[str, str, int, float, DerivedInfo]] = []
         present = {(s, int(b)) for s, b in self._present(cur, targets[-1], end)}
-        for sensor, quantities in self._stations(hours).items():
+        for sensor, quantities in self._own(cur, self._stations(hours)).items():
             for h in targets:
                 if (sensor, h) not in present:
                     continue
@@ -142,6 +146,15 @@ class Derived:
             except (TypeError, ValueError):
                 log.warning("sensor %s: free_flow_speed %r is not a number", sensor, v)
         return out
+
+    def _own(self, cur: psycopg.Cursor[Any], stations: dict[str, set[str]]) -> dict[str, set[str]]:
+        k, n = self.partition
+        if n == 1 or not stations:
+            return stations
+        gateways = cur.execute(
+            "SELECT sensor_id, gateway_id FROM sensors WHERE sensor_id = ANY(%s)", (list(stations),)
+        ).fetchall()
+        return {s: stations[s] for s, g in gateways if topics.gateway_partition(g, n) == k}
 
     @staticmethod
     def _stations(hours: Hours) -> dict[str, set[str]]:

@@ -34,8 +34,14 @@ def partition_of(root: str, topic: str, partitions: int) -> int:
     so exactly one worker quarantines it.
     """
     t = parse(root, topic)
-    key = t.gateway if t is not None else topic
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % partitions + 1
+    return gateway_partition(t.gateway if t is not None else topic, partitions)
+
+
+def gateway_partition(gateway: str | None, partitions: int) -> int:
+    """The partition of a gateway (see ``partition_of``); partition 1 for no gateway."""
+    if gateway is None:
+        return 1
+    return zlib.crc32(gateway.encode("utf-8", "surrogateescape")) % partitions + 1
 
 
 def parse(root: str, topic: str) -> Topic | None:

@@ -79,7 +79,7 @@ class Worker:
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish
         )
         self._unpublished: set[tuple[str, str]] = set()
-        self.derived = Derived(catalogue)
+        self.derived = Derived(catalogue, settings.partitions())
         self._writer: Writer | None = None
         # A second connection: the next batch's readings are copied on it while the last one
         # merges and commits (see _write_loop).

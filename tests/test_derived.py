@@ -10,6 +10,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from ingest import topics
 from ingest.commit import commit
 from ingest.derived import HOUR_US, Derived
 from processing import catalogue
@@ -29,7 +30,9 @@ CLEAN_LAKE = {
 }  # indices.md's worked case: WQI 91.9, class II
 
 
-def hourly(sensor: str, values: dict[str, float], hours: list[int]) -> Readings:
+def hourly(
+    sensor: str, values: dict[str, float], hours: list[int], gateway: str = "gw"
+) -> Readings:
     items = [
         (sensor, q, h + m * 600_000_000, v)
         for h in hours
@@ -40,7 +43,7 @@ def hourly(sensor: str, values: dict[str, float], hours: list[int]) -> Readings:
         sensor=[i[0] for i in items],
         quantity=[i[1] for i in items],
         unit=[None] * len(items),
-        gateway=["gw"] * len(items),
+        gateway=[gateway] * len(items),
         ts_us=np.array([i[2] for i in items], dtype=np.int64),
         value=np.array([i[3] for i in items]),
         received_us=np.full(len(items), int(time.time() * 1e6), dtype=np.int64),
@@ -89,3 +92,27 @@ def test_indices_for_completed_hours(database_url: str) -> None:
     assert got[("LOOP-1", "los")][:2] == (3.0, "hcm-urban-street")
     detail = rows(database_url, "SELECT detail FROM derived WHERE quantity = 'los'")[0][0]
     assert json.loads(json.dumps(detail))["free_flow_speed"] == 50.0
+
+
+def test_each_partition_derives_its_own_gateways_indices(database_url: str) -> None:
+    """With ingest split into partitions, each station's indices (and their alarms) come from
+    the worker of its gateway's partition, and from no other."""
+    now = datetime.now(UTC)
+    end = (int(now.timestamp() * 1e6) - 5 * 60_000_000) // HOUR_US * HOUR_US
+    hours = [end - HOUR_US * k for k in (3, 2, 1)]  # NowCast needs two of the last three
+    gateways = [f"gw-{i}" for i in range(8)]
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        for g in gateways:
+            commit(w, Batch(hourly(f"AQ-{g}", {"pm25": 20.0}, hours, gateway=g)))
+        stations: dict[tuple[int, int], set[str]] = {}
+        for part in ((1, 1), (1, 2), (2, 2)):
+            with conn.transaction(), conn.cursor() as cur:
+                batch = Derived(catalogue.load(), part).due(cur, now)
+            stations[part] = set(batch.readings.sensor) if batch is not None else set()
+    assert stations[(1, 1)] == {f"AQ-{g}" for g in gateways}
+    for k in (1, 2):
+        assert stations[(k, 2)] == {
+            f"AQ-{g}" for g in gateways if topics.gateway_partition(g, 2) == k
+        }
+    assert stations[(1, 2)] and stations[(2, 2)]  # both partitions own some of these
