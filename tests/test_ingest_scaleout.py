@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,23 @@ def test_shared_group_splits_the_load_and_stores_everything_once(
         publisher.publish(f"{root}/gw-0/meta", b"", retain=True)
 
 
+def test_partition_of_a_topic_is_its_gateways_and_every_topic_has_one() -> None:
+    root = "pusat/v1"
+    for g in ("gw-0", "gw-1", "Wetland inlet", "taman-wetland-Ω"):
+        parts = {topics.partition_of(root, f"{root}/{g}/{kind}", 3) for kind in topics.KINDS}
+        assert parts == {topics.gateway_partition(g, 3)}  # all of a gateway's topics: one worker
+    assert {topics.gateway_partition(f"gw-{i}", 3) for i in range(100)} == {1, 2, 3}
+    # A topic outside the contract (an unknown kind) still goes to exactly one partition.
+    assert topics.partition_of(root, f"{root}/gw-0/nonsense", 3) in {1, 2, 3}
+    assert topics.gateway_partition(None, 3) == 1
+
+
+def partition_worker(settings: Settings, k: int, **changes: Any) -> RunningWorker:
+    """A running worker of partition k of 2, with its own persistent session."""
+    s = settings.with_(partition=f"{k}/2", client_id=f"{settings.client_id}-p{k}", **changes)
+    return RunningWorker(s).start()
+
+
 def zigzag(
     root: str, gateways: list[str], first: int, last: int, t0: float
 ) -> list[list[tuple[str, bytes]]]:
@@ -92,12 +110,11 @@ def test_partitions_keep_each_gateway_with_one_worker_and_lose_nothing_while_one
     # An odd number, so that strictly alternating delivery to two workers would split every
     # sensor's stream (Mosquitto's own shared delivery did not alternate strictly when tried).
     gateways = [f"gw-{i}" for i in range(11)]
-    owner = {g: topics.partition_of(root, f"{root}/{g}/json", 2) for g in gateways}
+    owner = {g: topics.gateway_partition(g, 2) for g in gateways}
     assert set(owner.values()) == {1, 2}, owner  # both partitions own some of these gateways
 
     def start(k: int) -> RunningWorker:
-        s = settings.with_(partition=f"{k}/2", client_id=f"{settings.client_id}-p{k}", rules=rules)
-        return RunningWorker(s).start()
+        return partition_worker(settings, k, rules=rules)
 
     def publish(first: int, last: int) -> None:
         for messages in zigzag(root, gateways, first, last, t0):
@@ -142,17 +159,12 @@ def test_a_restarted_partition_worker_raises_no_stale_alarm_for_another_partitio
     # pm25 reports every 60 s: stale after 3 s of silence, for the test
     rules.write_text('[[rule]]\nkind = "stale"\nfactor = 0.05\nseverity = "warning"\n')
     gateway = {
-        k: next(
-            f"gw-{i}" for i in range(50) if topics.partition_of(root, f"{root}/gw-{i}/json", 2) == k
-        )
+        k: next(f"gw-{i}" for i in range(50) if topics.gateway_partition(f"gw-{i}", 2) == k)
         for k in (1, 2)
     }
 
     def start(k: int) -> RunningWorker:
-        s = settings.with_(
-            partition=f"{k}/2", client_id=f"{settings.client_id}-p{k}", rules=rules, tick_s=0.1
-        )
-        return RunningWorker(s).start()
+        return partition_worker(settings, k, rules=rules, tick_s=0.1)
 
     def readings(n: int) -> None:
         """A fresh reading of one sensor on each partition: the n-th of each."""
