@@ -66,6 +66,7 @@ class IngestMetrics:
 
     def summary(self) -> str:
         q = sum(self.value("pusat_ingest_quarantined_total", {"reason": r}) for r in REASONS)
+        elsewhere = self.value("pusat_ingest_messages_other_partition_total")
         return (
             f"received={self.value('pusat_ingest_readings_received_total'):.0f}"
             f" stored={self.value('pusat_ingest_readings_stored_total'):.0f}"
@@ -73,4 +74,5 @@ class IngestMetrics:
             f" quarantined={q:.0f}"
             f" lag_p50={self.value('pusat_ingest_lag_p50_seconds'):.3f}s"
             f" queue={self.value('pusat_ingest_queue_depth'):.0f}"
+            + (f" other_partition={elsewhere:.0f}" if elsewhere else "")
         )
