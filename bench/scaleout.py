@@ -18,6 +18,7 @@ import statistics
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -115,20 +116,29 @@ def trial(svc: bi.Services, form: str, n: int, mode: str) -> float:
     return readings / (done - first)
 
 
+def run(
+    trials: int, json_messages: int, packs: int, log: Callable[[str], None] = print
+) -> dict[tuple[str, str], list[float]]:
+    """Readings per second of every (stream, mode), a value per trial; every trial checks that
+    all its readings were stored once."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    with bi.services(log) as svc:
+        for t in range(trials):
+            for form, n in (("json", json_messages), ("senml", packs)):
+                for mode in MODES:
+                    r = trial(svc, form, n, mode)
+                    rates.setdefault((form, mode), []).append(r)
+                    log(f"trial {t + 1}: {form:5} {mode:12} {r:>10,.0f} readings/s")
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--json", type=int, default=100_000, help="one-reading messages per trial")
     ap.add_argument("--packs", type=int, default=5_000, help="SenML packs of 100 per trial")
     args = ap.parse_args(argv)
-    rates: dict[tuple[str, str], list[float]] = {}
-    with bi.services(lambda line: print(line, flush=True)) as svc:
-        for t in range(args.trials):
-            for form, n in (("json", args.json), ("senml", args.packs)):
-                for mode in MODES:
-                    r = trial(svc, form, n, mode)
-                    rates.setdefault((form, mode), []).append(r)
-                    print(f"trial {t + 1}: {form:5} {mode:12} {r:>10,.0f} readings/s", flush=True)
+    rates = run(args.trials, args.json, args.packs, lambda line: print(line, flush=True))
     for (form, mode), v in rates.items():
         base = statistics.median(rates[(form, MODES[0])])
         m = statistics.median(v)

@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from bench import ingest as bench
+from bench import scaleout
 from bench.cli import app
 
 pytestmark = pytest.mark.slow
@@ -88,3 +89,10 @@ def test_cli_rejects_too_few_messages() -> None:
 
     outcome = CliRunner().invoke(app, ["ingest", "--messages", "5"])
     assert outcome.exit_code != 0
+
+
+def test_scaleout_measures_every_mode_with_every_reading_stored() -> None:
+    rates = scaleout.run(1, json_messages=400, packs=20, log=lambda line: None)
+    assert set(rates) == {(f, m) for f in ("json", "senml") for m in scaleout.MODES}
+    for key, (rate,) in rates.items():
+        assert math.isfinite(rate) and rate > 0, key
