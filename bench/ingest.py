@@ -844,13 +844,15 @@ class Services:
         argv = [sys.executable, "-m", "bench.ingest", role, json.dumps(asdict(spec))]
         return self.spawn(role, argv, self.env, pipe=True)
 
-    def worker(self, url: str, root: str, client_id: str) -> Child:
+    def worker(self, url: str, root: str, client_id: str, **settings: str) -> Child:
+        """`pusat ingest` on this database and broker; ``settings`` adds `PUSAT_*` variables."""
         env = self.env | {
             "PUSAT_DATABASE_URL": url,
             "PUSAT_MQTT_URL": self.broker.url,
             "PUSAT_TOPIC_ROOT": root,
             "PUSAT_CLIENT_ID": client_id,
             "PUSAT_HOME": str(self.work / "home"),
+            **settings,
         }
         argv = [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
         return self.spawn("pusat-ingest", argv, env, pipe=False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -96,17 +95,10 @@ def trial(svc: bi.Services, form: str, n: int, mode: str) -> float:
     publish(svc, messages(form, root, n, bi.stream_start(n, spacing)))
     children = []
     for k, client_id in enumerate(ids, 1):
-        env = svc.env | {
-            "PUSAT_DATABASE_URL": url,
-            "PUSAT_MQTT_URL": svc.broker.url,
-            "PUSAT_TOPIC_ROOT": root,
-            "PUSAT_CLIENT_ID": client_id,
-            "PUSAT_HOME": str(svc.work / "home"),
-        }
+        scale: dict[str, str] = {}
         if workers > 1:
-            env |= {"PUSAT_GROUP": "g"} if grouped else {"PUSAT_PARTITION": f"{k}/{workers}"}
-        argv = [sys.executable, "-m", "pusat", "ingest"]
-        children.append(svc.spawn("pusat-ingest", argv, env, pipe=False))
+            scale = {"PUSAT_GROUP": "g"} if grouped else {"PUSAT_PARTITION": f"{k}/{workers}"}
+        children.append(svc.worker(url, root, client_id, **scale))
     readings = n * (bi.PACK_SIZE if form == "senml" else 1)
     bi.await_rows(url, readings, bi._consume_timeout(readings, 1000), f"{mode} ({form})")
     for child in children:
