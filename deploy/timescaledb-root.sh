@@ -5,7 +5,18 @@
 # the first time, nothing after that. Usage: timescaledb-root.sh ROOT
 set -eu
 ROOT=${1:?usage: timescaledb-root.sh ROOT}
-MIRROR=${PUSAT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The mirror is this machine's own (its apt sources), unless PUSAT_DEBIAN_MIRROR names one.
+apt_mirror() {
+  # deb822 sources: the first URIs line whose path ends in /debian; then one-line sources.
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] && sed -n 's|^URIs:[[:space:]]*\([^[:space:]]*/debian\)/*$|\1|p' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] && sed -n 's|^deb[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*/debian\)/*[[:space:]].*|\2|p' "$f"
+  done
+}
+MIRROR=${PUSAT_DEBIAN_MIRROR:-$(apt_mirror | head -n 1)}
+[ -n "$MIRROR" ] || { echo "no Debian mirror in the apt sources; set PUSAT_DEBIAN_MIRROR" >&2; exit 1; }
 
 if [ -x "$ROOT/usr/lib/postgresql/17/bin/postgres" ] && \
    ls "$ROOT"/usr/lib/postgresql/17/lib/timescaledb*.so >/dev/null 2>&1; then
