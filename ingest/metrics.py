@@ -6,6 +6,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.records import REASONS
 
+# Where the worker meets a database failure: opening a connection; a batch's COPY, merge or
+# commit; publishing alarm topics; the alarm tick; the hourly indices; retention and compression.
+DB_STAGES = ("connect", "batch", "alarms", "tick", "indices", "maintenance")
+
 
 class IngestMetrics:
     def __init__(self) -> None:
@@ -38,7 +42,17 @@ class IngestMetrics:
             registry=r,
         )
         self.db_errors = Counter(
-            "pusat_ingest_db_errors", "failed batch writes (retried)", registry=r
+            "pusat_ingest_db_errors",
+            "database operations that failed (each retried), by where the worker met the failure",
+            ["stage"],
+            registry=r,
+        )
+        for stage in DB_STAGES:
+            self.db_errors.labels(stage)
+        self.db_up = Gauge(
+            "pusat_ingest_database_up",
+            "1 while the worker's database answers; 0 from an outage met anywhere until it answers",
+            registry=r,
         )
         self.alarm_changes = Counter(
             "pusat_alarm_changes", "alarm topics republished after a change", registry=r
@@ -64,6 +78,13 @@ class IngestMetrics:
         v = self.registry.get_sample_value(name, labels or {})
         return 0.0 if v is None else v
 
+    def db_errors_total(self) -> float:
+        """Database failures met anywhere (the sum over stages)."""
+        return sum(self.value("pusat_ingest_db_errors_total", {"stage": s}) for s in DB_STAGES)
+
+    def database_down(self) -> bool:
+        return self.value("pusat_ingest_database_up") == 0 and self.db_errors_total() > 0
+
     def summary(self) -> str:
         q = sum(self.value("pusat_ingest_quarantined_total", {"reason": r}) for r in REASONS)
         elsewhere = self.value("pusat_ingest_messages_other_partition_total")
@@ -75,4 +96,5 @@ class IngestMetrics:
             f" lag_p50={self.value('pusat_ingest_lag_p50_seconds'):.3f}s"
             f" queue={self.value('pusat_ingest_queue_depth'):.0f}"
             + (f" other_partition={elsewhere:.0f}" if elsewhere else "")
+            + (" database=DOWN" if self.database_down() else "")
         )

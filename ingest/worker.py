@@ -81,6 +81,7 @@ class Worker:
         self._unpublished: set[tuple[str, str]] = set()
         self.derived = Derived(catalogue, settings.partitions())
         self._writer: Writer | None = None
+        self._connect_error: psycopg.Error | None = None  # the last failed connect's, for the log
         # A second connection: the next batch's readings are copied on it while the last one
         # merges and commits (see _write_loop).
         self._spare: Writer | None = None
@@ -97,31 +98,47 @@ class Worker:
 
     # -- database ---------------------------------------------------------------------------
 
-    def _connect(self, stop: threading.Event) -> Writer | None:
-        delay = 0.2
+    def _db_failed(self, stage: str, e: psycopg.Error) -> None:
+        """Count a database failure wherever the worker met it: operators alert on this."""
+        self.metrics.db_errors.labels(stage).inc()
+        if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+            self.metrics.db_up.set(0)
+
+    def _open(self) -> Writer | None:
+        """The writer, its connection opened first if needed (one try); None while the database
+        cannot be reached (counted)."""
+        if self._writer is not None and not self._writer.conn.closed:
+            return self._writer
         url = self.settings.database_url
         assert url is not None
-        while True:
-            try:
-                conn = db.connect(url, application="pusat-ingest")
-            except psycopg.OperationalError as e:
-                log.warning("database unavailable (%s); retrying in %.1fs", e, delay)
-                if stop.wait(delay):
-                    return None
-                delay = min(delay * 2, 5.0)
-                continue
-            if self._writer is None:
-                self._writer = Writer(conn)
-            else:
-                self._writer.reconnect(conn)
-            return self._writer
+        try:
+            conn = db.connect(url, application="pusat-ingest")
+        except psycopg.OperationalError as e:
+            self._db_failed("connect", e)
+            self._connect_error = e
+            return None
+        if self._writer is None:
+            self._writer = Writer(conn)
+        else:
+            self._writer.reconnect(conn)
+        self.metrics.db_up.set(1)
+        return self._writer
+
+    def _connect(self, stop: threading.Event) -> Writer | None:
+        """The writer, retrying with back-off until connected; None when stopped first."""
+        delay = 0.2
+        while (writer := self._open()) is None:
+            log.warning("database unavailable (%s); retrying in %.1fs", self._connect_error, delay)
+            if stop.wait(delay):
+                return None
+            delay = min(delay * 2, 5.0)
+        return writer
 
     def _write(self, acc: Accumulator, stop: threading.Event) -> bool:
         """Write until committed; False when stopped before the batch could be committed."""
         delay = 0.2
         while True:
-            writer = self._writer if self._writer and not self._writer.conn.closed else None
-            writer = writer or self._connect(stop)
+            writer = self._connect(stop)
             if writer is None:
                 return False
             try:
@@ -131,7 +148,7 @@ class Worker:
                 self._unpublished |= result.alarms
                 self._flush_alarms(writer)
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                self.metrics.db_errors.inc()
+                self._db_failed("batch", e)
                 log.warning("batch not written (%s); retrying in %.1fs", e, delay)
                 writer.conn.close()
                 if stop.wait(delay):
@@ -141,7 +158,7 @@ class Worker:
             except psycopg.DatabaseError as e:
                 # Not an outage but data the database refused: keep every message of the batch in
                 # quarantine rather than retrying forever or dropping it.
-                self.metrics.db_errors.inc()
+                self._db_failed("batch", e)
                 log.error("database refused a batch, quarantining its messages: %s", e)
                 writer.conn.rollback()
                 batch = self._refused(acc, str(e))
@@ -160,9 +177,9 @@ class Worker:
 
     def _tick(self) -> None:
         """Stale sensors, expired shelving, settled flapping: judged even when no data comes."""
-        writer = self._writer
-        if writer is None or writer.conn.closed:
-            return  # the write path reconnects; the tick waits for it
+        writer = self._open()
+        if writer is None:
+            return  # counted; the next tick (or batch) tries again
         try:
             with writer.conn.transaction(), writer.conn.cursor() as cur:
                 touched = self.alarms.tick(cur, datetime.now(UTC))
@@ -171,14 +188,15 @@ class Worker:
                 self._unpublished |= touched
             self._flush_alarms(writer)
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            self._db_failed("tick", e)
             self.alarms.invalidate()
             log.warning("alarm tick skipped: %s", e)
             writer.conn.close()
 
     def _derive(self) -> None:
         """Indices for the hours that completed since the last time (from hourly rollups)."""
-        writer = self._writer
-        if writer is None or writer.conn.closed:
+        writer = self._open()
+        if writer is None:
             return
         try:
             with writer.conn.transaction(), writer.conn.cursor() as cur:
@@ -189,13 +207,14 @@ class Worker:
                 self._flush_alarms(writer)
                 log.info("derived %d index readings", result.stored)
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            self._db_failed("indices", e)
             log.warning("indices skipped: %s", e)
             writer.conn.close()
 
     def _maintain(self) -> None:
         """Retention (and compression on the community edition), by the tier's means."""
-        writer = self._writer
-        if writer is None or writer.conn.closed:
+        writer = self._open()
+        if writer is None:
             return
         s = self.settings
         try:
@@ -203,6 +222,7 @@ class Worker:
                 writer.conn, tier.detect(writer.conn), retention(s), s.compress_after_days
             )
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            self._db_failed("maintenance", e)
             log.warning("maintenance skipped: %s", e)
             writer.conn.close()
             return
@@ -223,6 +243,7 @@ class Worker:
 
     def _account(self, batch: Batch, stored: int, duplicates: int, seconds: float) -> None:
         m = self.metrics
+        m.db_up.set(1)
         m.batches.inc()
         m.stored.inc(stored)
         m.duplicates.inc(duplicates)
@@ -496,7 +517,7 @@ class Worker:
 
     def _fall_back(self, writer: Writer, e: psycopg.Error) -> None:
         """A batch could not be written the overlapped way: it is written again on its own."""
-        self.metrics.db_errors.inc()
+        self._db_failed("batch", e)
         log.warning("batch not written (%s); writing it again", e)
         if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
             writer.conn.close()  # reconnected before its next use
@@ -510,6 +531,7 @@ class Worker:
         try:
             conn = db.connect(url, application="pusat-ingest")
         except psycopg.OperationalError as e:
+            self._db_failed("connect", e)
             log.warning("second database connection unavailable: %s", e)
             return None
         if self._spare is None:
@@ -524,6 +546,7 @@ class Worker:
         try:
             self._flush_alarms(p.started.writer)
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            self._db_failed("alarms", e)
             log.warning("alarm topics not published yet: %s", e)  # kept for the next time
             p.started.writer.conn.close()
         batch = p.started.batch

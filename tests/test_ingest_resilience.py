@@ -146,21 +146,48 @@ def test_database_outage_loses_nothing(
         wait_for(lambda: count(url) == 2000, what="first part stored")
         own_pg.stop()
         publisher.publish_many(messages[2000:])  # published while the database is down
+        # Wherever the worker meets the outage (a batch, a reconnect, the tick, alarm topics),
+        # it counts: wait until it has failed and retried a few times, so the outage lasts.
         wait_for(
-            lambda: w.metrics.value("pusat_ingest_db_errors_total") > 0,
-            what="the worker noticing the outage",
+            lambda: w.metrics.database_down() and w.metrics.db_errors_total() >= 3,
+            what="the worker meeting the outage, three times",
         )
-        time.sleep(3)  # the outage lasts a few seconds, on purpose
         restarted = start_postgres(own_pg.data_dir, own_pg.port, durable=False)
         try:
             wait_for(lambda: count(url) == n, timeout=60, what="everything after the outage")
             assert w.metrics.value("pusat_ingest_readings_stored_total") == n
+            assert not w.metrics.database_down()
         finally:
             w.stop()
             restarted.stop()
     finally:
         if w.thread.is_alive():
             w.stop()
+
+
+def test_an_idle_worker_counts_an_outage_and_says_so(
+    own_pg: Postgres, settings: Settings
+) -> None:
+    """No batch in flight: the tick meets the outage, and the metric and status line show it."""
+    url = own_pg.url
+    with psycopg.connect(url) as conn:
+        migrate.upgrade(conn)
+    w = RunningWorker(settings.with_(database_url=url, tick_s=0.2)).start()
+    restarted: Postgres | None = None
+    try:
+        wait_for(lambda: w.metrics.value("pusat_ingest_database_up") == 1, what="connected")
+        assert "DOWN" not in w.metrics.summary()
+        own_pg.stop()
+        wait_for(w.metrics.database_down, what="the idle worker meeting the outage")
+        assert w.metrics.db_errors_total() > 0
+        assert "database=DOWN" in w.metrics.summary()
+        restarted = start_postgres(own_pg.data_dir, own_pg.port, durable=False)
+        wait_for(lambda: not w.metrics.database_down(), timeout=30, what="the database back")
+        assert "DOWN" not in w.metrics.summary()
+    finally:
+        w.stop()
+        if restarted is not None:
+            restarted.stop()
 
 
 def test_sigterm_drains_commits_and_exits(
