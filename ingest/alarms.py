@@ -55,14 +55,16 @@ class Alarms:
     # -- loading --------------------------------------------------------------------------------
 
     def _register(self, rows: Iterable[tuple[int, str, str, str | None, str | None]]) -> None:
-        for series, sensor, quantity, district, domain in rows:
-            q = self.catalogue.get(quantity)
-            self.engine.register(
-                series,
-                SeriesInfo(sensor, quantity, district, domain),
-                q.period if q else DEFAULT_PERIOD_S,
-            )
-            self._names[series] = (sensor, quantity)
+        series: list[int] = []
+        infos: list[SeriesInfo] = []
+        periods: list[float] = []
+        period = {q.name: q.period for q in self.catalogue.quantities}
+        for sid, sensor, quantity, district, domain in rows:
+            series.append(sid)
+            infos.append(SeriesInfo(sensor, quantity, district, domain))
+            periods.append(period.get(quantity, DEFAULT_PERIOD_S))
+            self._names[sid] = (sensor, quantity)
+        self.engine.register_many(series, infos, periods)
 
     _SERIES = (
         "SELECT se.series_id, se.sensor_id, se.quantity, s.district, s.domain"
@@ -89,14 +91,22 @@ class Alarms:
         self._rule_ids = np.array(rule_ids, dtype=np.int32)
         index = {rid: i for i, rid in enumerate(rule_ids)}
         self._register(cur.execute(self._SERIES).fetchall())
-        for rid, series, active, run_start, last_ts, last_value in cur.execute(
+        saved = cur.execute(
             "SELECT rule_id, series_id, active, run_start, last_ts, last_value FROM alert_state"
             " WHERE rule_id = ANY(%s)",
             (rule_ids,),
-        ):
-            self.engine.restore(index[rid], series, active, run_start, last_ts, last_value)
-        for series, ts in cur.execute(self._WATERMARKS):
-            self.engine.restore_watermark(series, ts)
+        ).fetchall()
+        if saved:
+            rid, series, active, run_start, last_ts, last_value = zip(*saved, strict=True)
+            self.engine.restore_many(
+                np.array([index[r] for r in rid], dtype=np.intp),
+                np.array(series, dtype=np.intp),
+                np.array(active, dtype=bool),
+                np.array(run_start, dtype=np.int64),
+                np.array(last_ts, dtype=np.int64),
+                np.array(last_value, dtype=np.float64),
+            )
+        self._restore_watermarks(cur.execute(self._WATERMARKS).fetchall())
         for (sensor,) in cur.execute(
             "SELECT sensor_id FROM alerts WHERE kind = 'stale' AND state <> 'closed'"
         ):
@@ -104,6 +114,13 @@ class Alarms:
         self._saved_active = self.engine.active.copy()
         self._saved_run = self.engine.run_start.copy()
         self._loaded = True
+
+    def _restore_watermarks(self, rows: list[tuple[int, int]]) -> None:
+        if rows:
+            series, ts = zip(*rows, strict=True)
+            self.engine.restore_watermarks(
+                np.array(series, dtype=np.intp), np.array(ts, dtype=np.int64)
+            )
 
     def invalidate(self) -> None:
         """The last transaction failed: the in-memory state may be ahead of the database."""
@@ -153,11 +170,12 @@ class Alarms:
             # Other workers may take some of these sensors' readings (other partitions, or a
             # shared group): before calling a sensor stale, read what the database holds.
             names = [self.engine.sensors[k] for k in due.tolist()]
-            for series, ts in cur.execute(
-                self._WATERMARKS + " JOIN series USING (series_id) WHERE sensor_id = ANY(%s)",
-                (names,),
-            ):
-                self.engine.restore_watermark(series, ts)
+            self._restore_watermarks(
+                cur.execute(
+                    self._WATERMARKS + " JOIN series USING (series_id) WHERE sensor_id = ANY(%s)",
+                    (names,),
+                ).fetchall()
+            )
         transitions = self.engine.tick(now_us)
         touched = lifecycle.apply(cur, self._describe(transitions))
         windows = {r.key: r.flap_window_us for r in self.rules}

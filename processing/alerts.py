@@ -166,24 +166,68 @@ class Engine:
 
     def register(self, series: int, info: SeriesInfo, period_s: float) -> None:
         """Tell the engine about a series (again, when its sensor's district or domain changed)."""
-        self._grow(series)
+        self.register_many([series], [info], [period_s])
+
+    def register_many(
+        self, series: list[int], infos: list[SeriesInfo], periods_s: list[float]
+    ) -> None:
+        """``register`` for many series at once (a worker's start loads every known series).
+
+        Which rules apply depends on the quantity, district and domain, and on the sensor only
+        where a rule is scoped to it: worked out once per distinct combination, then set for all
+        its series with array indexing.
+        """
+        if not series:
+            return
+        s_arr = np.asarray(series, dtype=np.intp)
+        self._grow(int(s_arr.max()))
         self._csr = None
-        self.applies[:, series] = False
-        for i in applicable(self.rules, info):
-            self.applies[i, series] = True
-        k = self._sensor_index.get(info.sensor)
-        if k is None:
-            k = self._sensor_index[info.sensor] = len(self.sensors)
-            self.sensors.append(info.sensor)
-            self.sensor_last = np.append(self.sensor_last, NONE)
-            self.sensor_period_us = np.append(self.sensor_period_us, int(period_s * 1e6))
-            self.sensor_stale_active = np.append(self.sensor_stale_active, False)
-            self.sensor_stale_rule = np.append(self.sensor_stale_rule, np.int32(-1))
-        else:
-            self.sensor_period_us[k] = min(int(self.sensor_period_us[k]), int(period_s * 1e6))
-        rule = stale_rule(self.rules, info)
-        self.sensor_stale_rule[k] = -1 if rule is None else rule
-        self.sensor_of[series] = k
+        self.applies[:, s_arr] = False
+        named = {r.scope_value for r in self.rules if r.scope_kind == "sensor"}
+        # (sensor if a rule names it, quantity, district, domain) -> positions in ``infos``
+        groups: dict[tuple[str, str, str | None, str | None], list[int]] = {}
+        sensor_pos: dict[str, int] = {}  # each sensor's last position
+        for pos, i in enumerate(infos):
+            k = (i.sensor if i.sensor in named else "", i.quantity, i.district, i.domain)
+            groups.setdefault(k, []).append(pos)
+            sensor_pos[i.sensor] = pos
+        for (sensor, quantity, district, domain), positions in groups.items():
+            which = applicable(self.rules, SeriesInfo(sensor, quantity, district, domain))
+            if which:
+                self.applies[np.ix_(np.asarray(which, dtype=np.intp), s_arr[positions])] = True
+        # Sensors: new ones appended at once; each keeps its shortest period and the stale rule
+        # of its last registration.
+        index = self._sensor_index
+        added = [name for name in sensor_pos if name not in index]
+        for name in added:
+            index[name] = len(self.sensors)
+            self.sensors.append(name)
+        ks = np.fromiter(
+            (index[i.sensor] for i in infos), dtype=np.int32, count=len(infos)
+        )
+        if added:
+            n = len(added)
+            self.sensor_last = np.concatenate([self.sensor_last, np.full(n, NONE, np.int64)])
+            self.sensor_period_us = np.concatenate(
+                [self.sensor_period_us, np.full(n, np.iinfo(np.int64).max, np.int64)]
+            )
+            self.sensor_stale_active = np.concatenate([self.sensor_stale_active, np.zeros(n, bool)])
+            self.sensor_stale_rule = np.concatenate(
+                [self.sensor_stale_rule, np.full(n, -1, np.int32)]
+            )
+        periods = (np.asarray(periods_s, dtype=np.float64) * 1e6).astype(np.int64)
+        np.minimum.at(self.sensor_period_us, ks, periods)
+        stale: dict[tuple[str, str | None, str | None], int] = {}
+        rule_of = np.empty(len(sensor_pos), dtype=np.int32)
+        for n, pos in enumerate(sensor_pos.values()):
+            i = infos[pos]
+            sk = (i.sensor if i.sensor in named else "", i.district, i.domain)
+            if sk not in stale:
+                rule = stale_rule(self.rules, SeriesInfo(sk[0], "", sk[1], sk[2]))
+                stale[sk] = -1 if rule is None else rule
+            rule_of[n] = stale[sk]
+        self.sensor_stale_rule[[index[name] for name in sensor_pos]] = rule_of
+        self.sensor_of[s_arr] = ks
 
     def sensor(self, name: str) -> int | None:
         return self._sensor_index.get(name)
@@ -199,18 +243,45 @@ class Engine:
     def restore(
         self, rule: int, series: int, active: bool, run_start: int, last_ts: int, last_value: float
     ) -> None:
-        self._grow(series)
+        self.restore_many(
+            np.array([rule]),
+            np.array([series]),
+            np.array([active]),
+            np.array([run_start]),
+            np.array([last_ts]),
+            np.array([last_value]),
+        )
+
+    def restore_many(
+        self,
+        rule: npt.NDArray[np.integer],
+        series: npt.NDArray[np.integer],
+        active: B,
+        run_start: I64,
+        last_ts: I64,
+        last_value: F64,
+    ) -> None:
+        """Saved state of (rule, series) pairs, each pair once (as `alert_state` holds them)."""
+        if len(series) == 0:
+            return
+        self._grow(int(series.max()))
         self.active[rule, series] = active
         self.run_start[rule, series] = run_start
         self.last_ts[rule, series] = last_ts
         self.last_value[rule, series] = last_value
 
     def restore_watermark(self, series: int, ts_us: int) -> None:
-        self._grow(series)
-        self.watermark[series] = max(int(self.watermark[series]), ts_us)
-        k = int(self.sensor_of[series])
-        if k >= 0:
-            self.sensor_last[k] = max(int(self.sensor_last[k]), ts_us)
+        self.restore_watermarks(np.array([series]), np.array([ts_us], dtype=np.int64))
+
+    def restore_watermarks(self, series: npt.NDArray[np.integer], ts_us: I64) -> None:
+        """Newest event times known elsewhere (the database): watermarks only move forward."""
+        if len(series) == 0:
+            return
+        self._grow(int(series.max()))
+        np.maximum.at(self.watermark, series, ts_us)
+        ks = self.sensor_of[series]
+        known = ks >= 0
+        np.maximum.at(self.sensor_last, ks[known], ts_us[known])
 
     def restore_stale(self, sensor: str) -> None:
         k = self._sensor_index.get(sensor)

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processing.alerts import Engine
-from processing.rules import Rule, SeriesInfo
+from processing.alerts import NONE, Engine
+from processing.rules import Rule, SeriesInfo, applicable, stale_rule
 from tests.alert_reference import Reference
 
 S = 1_000_000  # one second in microseconds
@@ -125,3 +125,68 @@ def test_empty_and_tiny_batches(n: int) -> None:
         np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int64), np.full(n, 60.0)
     )
     assert len(tr) == 0 and len(state.rule) == 2 * n
+
+
+SCOPED = [
+    Rule("a", "threshold", "warning", above=50),
+    Rule("a", "threshold", "warning", above=40, scope_kind="district", scope_value="D1"),
+    Rule("a", "threshold", "warning", above=30, scope_kind="sensor", scope_value="S3"),
+    Rule("b", "rate", "critical", above=2.0, per_us=60 * S, scope_kind="domain", scope_value="air"),
+    Rule(None, "stale", "warning", factor=3),
+    Rule(None, "stale", "critical", factor=10, scope_kind="district", scope_value="D2"),
+    Rule(None, "stale", "info", factor=2, scope_kind="sensor", scope_value="S1"),
+]
+
+series_info = st.tuples(
+    st.sampled_from([f"S{i}" for i in range(6)]),
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from([None, "D1", "D2"]),
+    st.sampled_from([None, "air", "water"]),
+    st.sampled_from([30.0, 60.0, 300.0]),
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(series_info, max_size=40), st.integers(1, 5))
+def test_registering_many_at_once_matches_the_rules_one_by_one(
+    described: list[tuple[str, str, str | None, str | None, float]], chunks: int
+) -> None:
+    """A worker's start registers every series in one call: the rules that apply to each
+    series, each sensor's stale rule (its last registration's) and its shortest period are
+    what the rules say for each series alone."""
+    # A sensor keeps one district and domain; its series are registered in any chunking.
+    home: dict[str, tuple[str | None, str | None]] = {}
+    infos = []
+    for sensor, q, district, domain, period in described:
+        district, domain = home.setdefault(sensor, (district, domain))
+        infos.append((SeriesInfo(sensor, q, district, domain), period))
+    engine = Engine(SCOPED, capacity=2)
+    size = max(1, len(infos) // chunks)
+    for start in range(0, len(infos), size):
+        part = infos[start : start + size]
+        engine.register_many(
+            list(range(start, start + len(part))), [i for i, _ in part], [p for _, p in part]
+        )
+    for series, (info, _) in enumerate(infos):
+        got = [r for r in range(len(SCOPED)) if engine.applies[r, series]]
+        assert got == applicable(SCOPED, info)
+        k = engine.sensor(info.sensor)
+        assert k is not None and int(engine.sensor_of[series]) == k
+        expected = stale_rule(SCOPED, info)
+        assert int(engine.sensor_stale_rule[k]) == (-1 if expected is None else expected)
+    for sensor in {i.sensor for i, _ in infos}:
+        k = engine.sensor(sensor)
+        assert k is not None
+        shortest = min(p for i, p in infos if i.sensor == sensor)
+        assert int(engine.sensor_period_us[k]) == int(shortest * 1e6)
+
+
+def test_restored_watermarks_only_move_forward() -> None:
+    engine = Engine(RULES, capacity=2)
+    engine.register_many([0, 1, 2], [SeriesInfo("S0", q, None, None) for q in "abc"], [60] * 3)
+    engine.restore_watermarks(np.array([0, 1, 0]), np.array([5 * S, 7 * S, 3 * S]))
+    assert engine.watermark[:3].tolist() == [5 * S, 7 * S, NONE]
+    k = engine.sensor("S0")
+    assert k is not None and int(engine.sensor_last[k]) == 7 * S
+    engine.restore_watermarks(np.array([1]), np.array([6 * S]))  # older: no move back
+    assert int(engine.watermark[1]) == 7 * S
