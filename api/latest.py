@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from api import freshness
@@ -14,8 +15,9 @@ from api.auth import Viewer
 from api.errors import responses
 from api.params import csv_list
 from api.sensors import filters
+from api.series import query_rows, unix_us
 from api.state import ApiState, get_state
-from api.tables import Column, Format, Table, respond
+from api.tables import Column, Format, Table, json_rows, respond
 
 router = APIRouter(prefix="/api/v1", tags=["latest"])
 
@@ -44,61 +46,38 @@ _SQL = (
 )
 
 
-async def latest_rows(state: ApiState, where: list[str], params: list[Any]) -> list[dict[str, Any]]:
+async def latest_table(state: ApiState, where: list[str], params: list[Any]) -> Table:
+    """The latest values as columns: a city's hundreds of thousands of series are worked out
+    as arrays and written without a Python object per value (a dict per row took 24 s for
+    466,666 series)."""
     sql = _SQL + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY se.sensor_id, se.quantity"
     async with state.pool.connection() as conn:
-        cur = await conn.execute(sql, params)
-        rows = await cur.fetchall()
-    now = datetime.now(UTC)
-    out = []
-    for sensor, quantity, unit, ts, value, received, domain, district, lat, lon in rows:
-        age = (now - ts).total_seconds()
-        period = freshness.period_s(state.catalogue, quantity)
-        out.append(
-            {
-                "sensor_id": sensor,
-                "quantity": quantity,
-                "unit": unit,
-                "ts": ts,
-                "value": value,
-                "received_at": received,
-                "age_s": round(age, 3),
-                "lag_s": round((received - ts).total_seconds(), 3),
-                "stale": age > freshness.STALE_FACTOR * period,
-                "period_s": period,
-                "domain": domain,
-                "district": district,
-                "lat": lat,
-                "lon": lon,
-            }
-        )
-    return out
-
-
-def _table(rows: list[dict[str, Any]]) -> Table:
-    def us(key: str) -> np.ndarray[Any, np.dtype[np.int64]]:
-        return np.array([int(r[key].timestamp() * 1e6) for r in rows], dtype=np.int64)
-
-    def floats(key: str) -> np.ndarray[Any, np.dtype[np.float64]]:
-        return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=np.float64)
-
+        rows = await query_rows(conn, sql, params)
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
+    sensor, quantity, unit, ts, value, received, domain, district, lat, lon = columns
+    ts_us = unix_us(np.array(ts, dtype=np.float64))
+    received_us = unix_us(np.array(received, dtype=np.float64))
+    periods = {q: freshness.period_s(state.catalogue, q) for q in set(quantity)}
+    period = np.array([periods[q] for q in quantity], dtype=np.float64)
+    age = (now_us - ts_us) / 1e6
     return Table(
         [
-            Column("sensor_id", "text", [r["sensor_id"] for r in rows]),
-            Column("quantity", "text", [r["quantity"] for r in rows]),
-            Column("unit", "text", [r["unit"] for r in rows]),
-            Column("ts", "time", us("ts")),
-            Column("value", "float", floats("value")),
-            Column("received_at", "time", us("received_at")),
-            Column("age_s", "float", floats("age_s")),
-            Column("lag_s", "float", floats("lag_s")),
-            Column("stale", "bool", [r["stale"] for r in rows]),
-            Column("period_s", "float", floats("period_s")),
-            Column("domain", "text", [r["domain"] for r in rows]),
-            Column("district", "text", [r["district"] for r in rows]),
-            Column("lat", "float", floats("lat")),
-            Column("lon", "float", floats("lon")),
+            Column("sensor_id", "text", sensor),
+            Column("quantity", "text", quantity),
+            Column("unit", "text", unit),
+            Column("ts", "time", ts_us),
+            Column("value", "float", np.array(value, dtype=np.float64)),
+            Column("received_at", "time", received_us),
+            Column("age_s", "float", np.round(age, 3)),
+            Column("lag_s", "float", np.round((received_us - ts_us) / 1e6, 3)),
+            Column("stale", "bool", age > freshness.STALE_FACTOR * period),
+            Column("period_s", "float", period),
+            Column("domain", "text", domain),
+            Column("district", "text", district),
+            Column("lat", "float", np.array(lat, dtype=np.float64)),
+            Column("lon", "float", np.array(lon, dtype=np.float64)),
         ]
     )
 
@@ -138,7 +117,7 @@ async def latest(
     if quantities:
         where.append("se.quantity = ANY(%s)")
         params.append(quantities)
-    rows = await latest_rows(state, where, params)
+    table = await latest_table(state, where, params)
     if format is Format.json:
-        return rows
-    return respond(_table(rows), format, "latest")
+        return Response(json_rows(table.columns), media_type="application/json")
+    return respond(table, format, "latest")

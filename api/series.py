@@ -24,7 +24,7 @@ and sums are never carried: an empty bucket has none.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -336,7 +336,7 @@ def sql_for(plan: Plan, bucket_function: str) -> str:
 
 
 async def query_rows(
-    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
+    conn: psycopg.AsyncConnection[Any], query: str, params: Mapping[str, Any] | Sequence[Any]
 ) -> list[tuple[Any, ...]]:
     """Run a query of ``sql_for`` as the API does: binary results, each time as an integer
     (microseconds since 2000-01-01 UTC; ``unix_us`` shifts them)."""

@@ -29,7 +29,12 @@ def plain(t: Table) -> bytes:
     return orjson.dumps({**t.extra, "schema": {"fields": fields}, "data": rows})
 
 
-texts = st.none() | st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+texts = (
+    st.none()
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+    # what the column writer splits on, and its neighbours
+    | st.sampled_from(['","', '"', ",", "\\", '\\","', "", '",'])
+)
 floats = st.floats(allow_infinity=False) | st.sampled_from([0.0, -0.0, 1e16, 5e-324, 1e300])
 
 
