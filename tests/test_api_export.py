@@ -178,19 +178,11 @@ def _cursor_open(database_url: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("chunk_rows", [5000])
-def test_a_large_export_streams_while_other_requests_are_answered(api: Api, big: int) -> None:
-    url = api.settings.database_url or ""
-    params = {
-        "sensor": "BIG-1",
-        "resolution": "raw",
-        "start": T0.isoformat(),
-        "end": (T0 + timedelta(days=3)).isoformat(),
-    }
-    query = urlencode({**params, "format": "jsonl"})
+def start_reading(api: Api, query: str) -> tuple[socket.socket, bytes]:
+    """A plain HTTP/1.0 client with a small receive buffer, which stops reading after the
+    first rows: the server cannot have sent (or read) much more than that. Returns the socket
+    and the body bytes read so far."""
     parts = urlsplit(api.url)
-    # A plain HTTP/1.0 client with a small receive buffer, which stops reading after the
-    # first bytes: the server cannot have sent (or read) much more than that.
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((parts.hostname or "", parts.port or 80))
@@ -204,7 +196,21 @@ def test_a_large_export_streams_while_other_requests_are_answered(api: Api, big:
         assert part, f"the connection closed after {first!r}"
         first += part
     head, _, body = first.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock, body
+
+
+@pytest.mark.parametrize("chunk_rows", [5000])
+def test_a_large_export_streams_while_other_requests_are_answered(api: Api, big: int) -> None:
+    url = api.settings.database_url or ""
+    params = {
+        "sensor": "BIG-1",
+        "resolution": "raw",
+        "start": T0.isoformat(),
+        "end": (T0 + timedelta(days=3)).isoformat(),
+    }
+    query = urlencode({**params, "format": "jsonl"})
+    sock, body = start_reading(api, query)
     # The first rows arrived while the cursor is still open: the rest is not yet read.
     wait_for(lambda: _cursor_open(url), what="the export's cursor, open between fetches")
     # Other requests are answered meanwhile.
@@ -225,3 +231,28 @@ def test_a_large_export_streams_while_other_requests_are_answered(api: Api, big:
     # Far beyond PUSAT_API_MAX_POINTS (5000 here): streamed, while one JSON document is refused.
     r = api.get("/api/v1/readings", **params)
     assert r.status_code == 400 and "too many points" in r.text
+
+
+@pytest.mark.parametrize("chunk_rows", [5000])
+def test_a_client_leaving_mid_export_frees_its_connection(api: Api, big: int) -> None:
+    url = api.settings.database_url or ""
+    query = urlencode(
+        {
+            "sensor": "BIG-1",
+            "resolution": "raw",
+            "format": "csv",
+            "start": T0.isoformat(),
+            "end": (T0 + timedelta(days=3)).isoformat(),
+        }
+    )
+    sock, _ = start_reading(api, query)
+    wait_for(lambda: _cursor_open(url), what="the export's cursor, open between fetches")
+    sock.close()
+    # The cursor's transaction ends and its connection goes back to the pool.
+    wait_for(lambda: not _cursor_open(url), what="the cursor closed after the client left")
+    assert not scalar(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'pusat-api' AND state LIKE 'idle in transaction%%'",
+    )
+    assert api.get("/api/v1/sensors").status_code == 200
