@@ -16,9 +16,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api import paging
 from api.auth import Operator, Viewer
 from api.errors import ApiError, bad_request, responses
 from api.params import DURATION_PATTERN, aware, csv_list, duration_s
@@ -134,6 +135,8 @@ async def _fetch(conn: psycopg.AsyncConnection[Any], alert_id: int) -> dict[str,
 async def list_alerts(
     principal: Viewer,
     state: Annotated[ApiState, Depends(get_state)],
+    request: Request,
+    response: Response,
     status: Annotated[
         list[State] | None,
         Query(alias="state", description="open (default: every state but closed), all, or states"),
@@ -146,8 +149,14 @@ async def list_alerts(
     since: Annotated[datetime | None, Query(description="raised at or after (RFC 3339)")] = None,
     until: Annotated[datetime | None, Query(description="raised before (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)] = None,
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000, description="rows to skip (the cursor is better)")
+    ] = 0,
 ) -> list[dict[str, Any]]:
+    """`limit` at a time; the next page's cursor in the `Link` (rel=next) and
+    `X-Pusat-Next-Cursor` headers."""
+    paging.check(cursor, offset)
     states = set(status or [State.open])
     where: list[str] = []
     params: list[Any] = []
@@ -179,18 +188,30 @@ async def list_alerts(
     if u is not None:
         where.append("a.raised_at < %s")
         params.append(u)
+    if cursor is not None:
+        # After the cursor's row in (rank ascending, raised_at descending, id descending).
+        rank, raised, last = paging.decode("alerts", cursor, (int, datetime, int))
+        where.append(f"({_RANK} > %s OR ({_RANK} = %s AND (a.raised_at, a.id) < (%s, %s)))")
+        params += [rank, rank, raised, last]
     sql = f"SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN sensors s USING (sensor_id)"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += (
-        " ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,"
-        " a.raised_at DESC, a.id DESC LIMIT %s OFFSET %s"
-    )
+    sql += f" ORDER BY {_RANK}, a.raised_at DESC, a.id DESC LIMIT %s OFFSET %s"
     async with state.pool.connection() as conn:
-        cur = await conn.execute(sql, [*params, limit, offset])
+        cur = await conn.execute(sql, [*params, limit + 1, offset])
         names = [d.name for d in cur.description or ()]
         rows = await cur.fetchall()
-    return [dict(zip(names, r, strict=True)) for r in rows]
+    found = [dict(zip(names, r, strict=True)) for r in rows]
+    return paging.page(found, limit, "alerts", _sort_key, request, response)
+
+
+# Most severe first: the order of the list and of its cursor's key.
+_RANK = "CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END"
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[int, datetime, int]:
+    rank = {"critical": 0, "warning": 1}.get(row["severity"], 2)
+    return rank, row["raised_at"], row["id"]
 
 
 @router.get(

@@ -24,9 +24,10 @@ from processing.catalogue import Catalogue
 from pusat.settings import Settings
 
 DESCRIPTION = """\
-Pusat's HTTP API: sensors, time series at any resolution (JSON, CSV, Parquet), latest values,
-alarms and their lifecycle, quarantine and replay, a live event stream, and the `/wall`
-command-centre page.
+Pusat's HTTP API: sensors, time series at any resolution (JSON, CSV, JSON lines, Parquet;
+raw exports of any size streamed), latest values, alarms and their lifecycle, quarantine and
+replay, a live event stream, and the `/wall` command-centre page. Lists page by cursor (a
+`Link: <...>; rel="next"` header).
 
 **Auth.** Send `Authorization: Bearer <token>` (GET requests may put it in `?token=` instead).
 Create tokens with `pusat token create --role viewer|operator|engineer|admin`. Reads need a

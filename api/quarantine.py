@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import paho.mqtt.client as mqtt
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import paging
 from api.auth import Engineer, Viewer
 from api.errors import ApiError, bad_request, responses
 from api.params import aware, csv_list
@@ -113,26 +114,43 @@ _COLUMNS = (
 async def list_quarantine(
     principal: Viewer,
     state: Annotated[ApiState, Depends(get_state)],
+    request: Request,
+    response: Response,
     reason: Annotated[list[str] | None, Query(examples=[["unknown_unit"]])] = None,
     gateway: Annotated[str | None, Query()] = None,
     start: Annotated[datetime | None, Query(description="received at or after")] = None,
     end: Annotated[datetime | None, Query(description="received before")] = None,
     replayed: Annotated[bool | None, Query(description="only (not) replayed records")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)] = None,
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000, description="rows to skip (the cursor is better)")
+    ] = 0,
 ) -> list[dict[str, Any]]:
+    """`limit` at a time; the next page's cursor in the `Link` (rel=next) and
+    `X-Pusat-Next-Cursor` headers."""
+    paging.check(cursor, offset)
     where, params = _where(
         csv_list(reason), gateway, aware(start, "start"), aware(end, "end"), replayed
     )
+    if cursor is not None:
+        received, last = paging.decode("quarantine", cursor, (datetime, int))
+        where.append("(received_at, id) < (%s, %s)")
+        params += [received, last]
     sql = f"SELECT {_COLUMNS} FROM quarantine"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s"
     async with state.pool.connection() as conn:
-        cur = await conn.execute(sql, [*params, limit, offset])
+        cur = await conn.execute(sql, [*params, limit + 1, offset])
         names = [d.name for d in cur.description or ()]
         rows = await cur.fetchall()
-    return [dict(zip(names, r, strict=True)) for r in rows]
+    found = [dict(zip(names, r, strict=True)) for r in rows]
+    return paging.page(found, limit, "quarantine", _sort_key, request, response)
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[datetime, int]:
+    return row["received_at"], row["id"]
 
 
 def publish(target: MqttTarget, messages: list[tuple[str, bytes]], retain: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""GET /api/v1/readings: time series at any resolution, in JSON, CSV or Parquet."""
+"""GET /api/v1/readings: time series at any resolution, in JSON, CSV, JSON lines or Parquet."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from api import export
 from api import series as ts
 from api.auth import Viewer
 from api.errors import responses
@@ -138,7 +139,13 @@ async def readings(
     before: Annotated[
         bool, Query(description="also give each series' last reading before the window")
     ] = True,
-    format: Annotated[Format, Query(description="json, csv or parquet")] = Format.json,
+    format: Annotated[
+        Format,
+        Query(
+            description="json, csv, jsonl (JSON lines) or parquet; raw readings as stored"
+            " (resolution=raw, no step) stream in csv, jsonl and parquet, of any size"
+        ),
+    ] = Format.json,
 ) -> Response:
     """Readings of the selected series in [start, end).
 
@@ -148,6 +155,12 @@ async def readings(
     `resolution=raw` without a step gives the readings as stored. Read it with pandas:
     `pd.read_json(url, orient="table")`, `pd.read_csv(url)` or `pd.read_parquet(url)`
     (add `&token=...` to the URL, or send the token as a header).
+
+    Exports: raw readings as stored (`resolution=raw` without a step) in `csv`, `jsonl` or
+    `parquet` are streamed from a server-side cursor, so any window of any selection (a
+    sensor, a district, a domain) can be exported, with no `PUSAT_API_MAX_POINTS` limit and in
+    constant memory; JSON (one document) and bucketed answers keep the limit.
+    `pd.read_json(url, lines=True)` reads JSON lines.
     """
     s, e = window(start, end, timedelta(hours=24))
     ask = ts.Ask(
@@ -166,9 +179,14 @@ async def readings(
     async with state.pool.connection() as conn:
         found = await ts.resolve(conn, sel)
         plan = ts.make_plan(ask, found, state.catalogue, state.settings.api_max_points)
-        result = await ts.fetch(
-            conn, plan, found, tier.bucket_function, state.settings.api_max_points, before
-        )
+        if plan.step_s is None and format is not Format.json:
+            # Raw readings as stored, streamed: only the empty head is made here.
+            prior = await ts.before_window(conn, plan, found) if before else []
+            result = ts.Result(plan, found, ts.raw_table([], plan, found), prior)
+        else:
+            result = await ts.fetch(
+                conn, plan, found, tier.bucket_function, state.settings.api_max_points, before
+            )
     query = ts.describe(result, tier.name)
     table = result.table
     table.extra = {"query": query, "before": result.before}
@@ -178,4 +196,7 @@ async def readings(
         "X-Pusat-Start": query["start"],
         "X-Pusat-End": query["end"],
     }
+    if plan.step_s is None and format is not Format.json:
+        rows = state.settings.api_export_chunk_rows
+        return export.streamed(state.pool, plan, found, table, format, rows, "readings")
     return respond(table, format, "readings")

@@ -13,7 +13,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import freshness
+from api import freshness, paging
 from api.auth import Engineer, Viewer
 from api.errors import ApiError, bad_request, responses
 from api.params import csv_list
@@ -170,6 +170,8 @@ def _sensor(row: dict[str, Any], state: ApiState, now: datetime) -> dict[str, An
 async def list_sensors(
     principal: Viewer,
     state: Annotated[ApiState, Depends(get_state)],
+    request: Request,
+    response: Response,
     domain: Annotated[str | None, Query(examples=["air"])] = None,
     district: Annotated[str | None, Query(examples=["Presint 8"])] = None,
     quantity: Annotated[
@@ -184,18 +186,33 @@ async def list_sensors(
     ] = None,
     gateway: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)] = None,
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000, description="rows to skip (the cursor is better)")
+    ] = 0,
 ) -> list[dict[str, Any]]:
-    """Every sensor matching all the filters given, with its freshness."""
+    """Every sensor matching all the filters given, with its freshness, by id; `limit` at a
+    time, the next page's cursor in the `Link` (rel=next) and `X-Pusat-Next-Cursor` headers."""
+    paging.check(cursor, offset)
     where, params = filters(domain, district, csv_list(quantity), bbox, provisioned, gateway)
+    if cursor is not None:
+        (after,) = paging.decode("sensors", cursor, (str,))
+        where.append("s.sensor_id > %s")
+        params.append(after)
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY s.sensor_id LIMIT %s OFFSET %s"
     async with state.pool.connection() as conn:
-        cur = await conn.execute(sql, [*params, limit, offset])
+        cur = await conn.execute(sql, [*params, limit + 1, offset])
         names = [d.name for d in cur.description or ()]
         rows = await cur.fetchall()
     now = datetime.now(UTC)
-    return [_sensor(dict(zip(names, r, strict=True)), state, now) for r in rows]
+    found = [dict(zip(names, r, strict=True)) for r in rows]
+    shown = paging.page(found, limit, "sensors", _by_id, request, response)
+    return [_sensor(row, state, now) for row in shown]
+
+
+def _by_id(row: dict[str, Any]) -> tuple[str]:
+    return (row["sensor_id"],)
 
 
 async def _one(

@@ -24,7 +24,7 @@ and sums are never carried: an empty bucket has none.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -397,35 +397,90 @@ async def fetch(
             f"too many points: the window holds more than {max_points:,} readings;"
             " ask for a step (aggregates) or a shorter range"
         )
-    # (series index, time in microseconds, values...) as arrays; aggregates over at least one
-    # reading are never NULL, but a NULL becomes NaN rather than breaking the answer. Rows of a
-    # one-series plan carry no series id.
+    index, times, data = _arrays(found, plan, series)
+    if plan.step_s is None:
+        table = _raw_table(index, times, data[:, 0], series)
+    else:
+        table = _bucket_table(index, times, data, plan, series, previous)
+    return Result(plan, list(series), table, _before_rows(previous, series))
+
+
+def _arrays(
+    found: Sequence[tuple[Any, ...]], plan: Plan, series: Sequence[SeriesRef]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Rows of ``sql_for(plan)`` as (series index, Unix microseconds, values...) arrays.
+
+    Aggregates over at least one reading are never NULL, but a NULL becomes NaN rather than
+    breaking the answer. Rows of a one-series plan carry no series id."""
     one = plan.series == 1
     width = (1 if one else 2) + (len(plan.aggs) if plan.step_s else 1)
     data = np.array(found, dtype=np.float64).reshape(-1, width)  # NumPy reads None as NaN
-    position = {s.series_id: i for i, s in enumerate(series)}
     if one:
         index = np.zeros(len(data), dtype=np.int64)
     else:
+        position = {s.series_id: i for i, s in enumerate(series)}
         lookup = np.zeros(max(position) + 1, dtype=np.int64)
         lookup[list(position)] = list(position.values())
         index = lookup[data[:, 0].astype(np.int64)]
         data = data[:, 1:]
-    times = unix_us(data[:, 0])
-    if plan.step_s is None:
-        table = _raw_table(index, times, data[:, 1], series)
-    else:
-        table = _bucket_table(index, times, data[:, 1:], plan, series, previous)
-    before_rows = [
+    return index, unix_us(data[:, 0]), data[:, 1:]
+
+
+def _before_rows(
+    previous: dict[int, tuple[datetime, float]], series: Sequence[SeriesRef]
+) -> list[dict[str, Any]]:
+    by_id = {s.series_id: s for s in series}
+    return [
         {
-            "sensor_id": series[position[sid]].sensor_id,
-            "quantity": series[position[sid]].quantity,
+            "sensor_id": by_id[sid].sensor_id,
+            "quantity": by_id[sid].quantity,
             "ts": ts.astimezone(UTC).isoformat(),
             "value": v,
         }
         for sid, (ts, v) in previous.items()
     ]
-    return Result(plan, list(series), table, before_rows)
+
+
+# -- raw readings as stored, in chunks (exports of any size) ----------------------------------
+
+
+async def before_window(
+    conn: psycopg.AsyncConnection[Any], plan: Plan, series: Sequence[SeriesRef]
+) -> list[dict[str, Any]]:
+    """Each series' last reading before the plan's window (the answer's ``before``)."""
+    cur = await conn.execute(_BEFORE, ([s.series_id for s in series], plan.start))
+    previous = {sid: (ts, v) for sid, ts, v in await cur.fetchall()}
+    return _before_rows(previous, series)
+
+
+async def raw_chunks(
+    conn: psycopg.AsyncConnection[Any],
+    plan: Plan,
+    series: Sequence[SeriesRef],
+    rows: int,
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """The readings of a raw plan (no step) as stored, in the order ``fetch`` gives them,
+    ``rows`` at a time from a server-side cursor: the whole window never sits in memory, on
+    either side. Opens a transaction on ``conn`` (the cursor lives in it). Turn each chunk
+    into a table with ``raw_table``."""
+    if plan.step_s is not None:
+        raise ValueError("raw_chunks reads raw plans (no step)")
+    params = params_for(plan, [s.series_id for s in series], 0)
+    params["limit"] = None  # LIMIT NULL: all of them
+    async with (
+        conn.transaction(),
+        conn.cursor(name="pusat_export", binary=True) as cur,
+    ):
+        cur.adapters.register_loader(_TIMESTAMPTZ_OID, Int8BinaryLoader)
+        await cur.execute(sql_for(plan, "date_bin"), params)
+        while found := await cur.fetchmany(rows):
+            yield found
+
+
+def raw_table(found: Sequence[tuple[Any, ...]], plan: Plan, series: Sequence[SeriesRef]) -> Table:
+    """Rows of ``raw_chunks`` as the table ``fetch`` makes of the same rows."""
+    index, times, data = _arrays(found, plan, series)
+    return _raw_table(index, times, data[:, 0], series)
 
 
 def _labels(series: Sequence[SeriesRef], index: npt.NDArray[np.int64]) -> list[Column]:

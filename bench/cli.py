@@ -154,3 +154,12 @@ def _mount_query() -> None:
 
 
 _mount_query()
+
+
+def _mount_export() -> None:
+    from bench.export import export_command
+
+    app.command("export")(export_command)
+
+
+_mount_export()

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         ge=100,
         description="most points one readings request may return (buckets x series, or raw rows)",
     )
+    api_export_chunk_rows: int = Field(
+        20_000,
+        ge=1,
+        description="raw readings a streamed export reads from its cursor and sends at a time",
+    )
     api_token_cache_s: float = Field(
         10.0, ge=0, description="how long a checked API token is trusted before a re-check"
     )
