@@ -69,6 +69,7 @@ class Rule:
     scope_value: str | None = None
     message: str = ""
     enabled: bool = True
+    escalate_after_us: int = 0  # still active (unacknowledged) this long: escalated (0: never)
 
     @property
     def slot(self) -> str:
@@ -119,6 +120,7 @@ def parse_rule(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Rul
         "category",
         "message",
         "enabled",
+        "escalate_after",
         *SCOPES,
     }
     unknown = set(raw) - known
@@ -180,6 +182,10 @@ def parse_rule(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Rul
         scope_value=str(raw[scopes[0]]) if scopes else None,
         message=str(raw.get("message", "")),
         enabled=enabled,
+        escalate_after_us=duration_us(
+            raw.get("escalate_after", defaults.get("escalate_after", 0)),
+            f"{where}: escalate_after",
+        ),
     )
 
 
@@ -194,6 +200,11 @@ def parse(text: str, origin: str) -> tuple[dict[str, Any], list[Rule]]:
         raise RuleError(f"{origin}: rules are written as [[rule]] tables")
     rules = [parse_rule(r, defaults, f"{origin} rule {i + 1}") for i, r in enumerate(raw_rules)]
     return defaults, rules
+
+
+def escalations(rules: list[Rule]) -> dict[str, float]:
+    """Seconds after which an unacknowledged alarm of each rule is escalated (rules that say)."""
+    return {r.key: r.escalate_after_us / 1e6 for r in rules if r.escalate_after_us > 0}
 
 
 def load(path: Path | None) -> list[Rule]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class MqttTarget(BaseModel):
@@ -158,6 +158,63 @@ class Settings(BaseSettings):
     mosquitto_acl_file: Path = Field(
         Path("deploy/mosquitto/acl"), description="Mosquitto ACL file of the gateways"
     )
+
+    # -- alarm notification (notify/) ---------------------------------------------------------
+    alertmanager_url: str | None = Field(
+        None,
+        description="Prometheus Alertmanager (http://host:9093) that alarms are posted to and"
+        " whose silences shelve them; unset: no Alertmanager",
+    )
+    alarm_webhooks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated URLs that get every alarm transition as signed JSON",
+    )
+    alarm_webhook_secret: SecretStr | None = Field(
+        None, description="shared secret of the webhooks' HMAC-SHA256 signature"
+    )
+    public_url: str | None = Field(
+        None,
+        description="the API's address as people reach it, for alarm links in notifications;"
+        " unset: http://PUSAT_API_HOST:PUSAT_API_PORT",
+    )
+    notify_every_s: float = Field(
+        1.0, gt=0, description="how often the notifier looks for new alarm transitions"
+    )
+    alertmanager_resend_s: float = Field(
+        60.0, gt=0, description="open alarms are re-sent to Alertmanager this often"
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, description="one delivery attempt's timeout")
+    notify_max_backoff_s: float = Field(
+        60.0, gt=0, description="longest wait between retries to a receiver that is down"
+    )
+
+    @field_validator("alarm_webhooks", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(u.strip() for u in v.split(",") if u.strip())
+        return v
+
+    @field_validator("alarm_webhooks")
+    @classmethod
+    def _http_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise ValueError(f"alarm webhook {url!r} is not an http(s):// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _signed_webhooks(self) -> Settings:
+        if self.alarm_webhooks and self.alarm_webhook_secret is None:
+            raise ValueError("PUSAT_ALARM_WEBHOOKS needs PUSAT_ALARM_WEBHOOK_SECRET to sign with")
+        return self
+
+    def notifies(self) -> bool:
+        """Whether any alarm receiver is configured (the notifier has work)."""
+        return self.alertmanager_url is not None or bool(self.alarm_webhooks)
+
+    def link_base(self) -> str:
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @field_validator("topic_root")
     @classmethod

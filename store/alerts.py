@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from store import outbox
+
 Cursor = psycopg.Cursor[Any]
 OPEN = ("active", "acknowledged", "cleared", "shelved", "flapping")
 SYSTEM = "system"
@@ -57,11 +59,14 @@ def _event(
     value: float | None = None,
     event_time: datetime | None = None,
 ) -> None:
-    cur.execute(
+    row = cur.execute(
         "INSERT INTO alert_events (alert_id, event, from_state, to_state, actor, comment, value,"
-        " event_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        " event_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (alert_id, event, before, after, actor, comment, value, event_time),
-    )
+    ).fetchone()
+    assert row is not None
+    # Same transaction: the notification is durable exactly when the transition is.
+    outbox.enqueue(cur, row[0])
 
 
 def _set(cur: Cursor, alert_id: int, state: str, **columns: object) -> None:
@@ -232,6 +237,51 @@ def shelve(cur: Cursor, alert_id: int, until: datetime, actor: str, comment: str
         comment=comment or f"until {until.isoformat()}",
     )
     return "shelved"
+
+
+def _holding(cur: Cursor, alert_id: int) -> bool:
+    """Whether the alarm's condition still holds: its newest system transition raised it."""
+    row = cur.execute(
+        "SELECT e.event FROM alert_events e WHERE e.alert_id = %s AND e.actor = 'system'"
+        " AND e.event IN ('raise', 'reraise', 'clear', 'flap')"
+        " ORDER BY e.event_time DESC NULLS LAST, e.id DESC LIMIT 1",
+        (alert_id,),
+    ).fetchone()
+    return row is not None and row[0] in ("raise", "reraise", "flap")
+
+
+def unshelve(cur: Cursor, alert_id: int, actor: str, comment: str = "") -> str:
+    """End shelving before its expiry (a silence expired in Alertmanager): back to active if
+    the condition still holds, else closed, as `settle` does at the expiry."""
+    state, _, _, _ = _lock(cur, alert_id)
+    if state != "shelved":
+        raise AlertError(f"alert {alert_id} is not shelved")
+    after = "active" if _holding(cur, alert_id) else "closed"
+    extra: dict[str, object] = {"shelved_until": None}
+    if after == "closed":
+        extra["closed_at"] = datetime.now(UTC)
+    _set(cur, alert_id, after, **extra)
+    _event(cur, alert_id, "unshelve", state, after, actor=actor, comment=comment)
+    return after
+
+
+def escalate(cur: Cursor, after_s: dict[str, float], now: datetime) -> list[int]:
+    """Alarms still active (nobody acknowledged them) longer than their rule's
+    `escalate_after` (seconds by rule key) are escalated, once each; returns their ids."""
+    if not after_s:
+        return []
+    rows = cur.execute(
+        "SELECT a.id FROM alerts a JOIN unnest(%s::text[], %s::float8[]) AS r(rule, after_s)"
+        " ON r.rule = a.rule WHERE a.state = 'active' AND a.acked_at IS NULL"
+        " AND a.escalated_at IS NULL"
+        " AND a.raised_seen_at + r.after_s * interval '1 second' <= %s"
+        " ORDER BY a.id FOR UPDATE OF a SKIP LOCKED",
+        (list(after_s), list(after_s.values()), now),
+    ).fetchall()
+    for (alert_id,) in rows:
+        _set(cur, alert_id, "active", escalated_at=now)
+        _event(cur, alert_id, "escalate", "active", "active", comment="not acknowledged in time")
+    return [r[0] for r in rows]
 
 
 def close(cur: Cursor, alert_id: int, actor: str, comment: str = "") -> str:

@@ -1,0 +1,1 @@
+"""Alarm notification: the outbox's transitions to Prometheus Alertmanager and signed webhooks."""

@@ -1,0 +1,451 @@
+"""Alarm notification on real services: a real Prometheus Alertmanager (Debian's
+prometheus-alertmanager) on a free port, a real webhook receiver (an HTTP server in this
+process), alarms raised by a real ingest worker from MQTT readings, and operator actions made
+through store.alerts as the API makes them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from notify import webhook
+from notify.loop import Notifier
+from processing import rules
+from pusat.embedded.ports import free_port
+from pusat.settings import Settings
+from store import alerts as lifecycle
+from tests.helpers import Publisher, rows, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTES = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+SECRET = "test-shared-secret"
+BINARY = shutil.which("prometheus-alertmanager")
+needs_alertmanager = pytest.mark.skipif(
+    BINARY is None, reason="Debian's prometheus-alertmanager is not installed"
+)
+
+TEST_CONFIG = """
+route:
+  receiver: nobody
+  group_wait: 1s
+receivers:
+  - name: nobody
+"""
+
+
+class Alertmanager:
+    """A throwaway Alertmanager: its own config, storage and port; no cluster."""
+
+    def __init__(self, base: Path) -> None:
+        assert BINARY is not None
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "alertmanager.yml").write_text(TEST_CONFIG)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (base / "alertmanager.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                BINARY,
+                f"--config.file={base / 'alertmanager.yml'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.path={base / 'data'}",
+                "--cluster.listen-address=",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._ready, timeout=30, what="Alertmanager ready")
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, "Alertmanager exited"
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def get(self, path: str) -> Any:
+        r = httpx.get(f"{self.url}/api/v2{path}", timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def alerts(self, **labels: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.get("/alerts")
+        return [a for a in found if all(a["labels"].get(k) == v for k, v in labels.items())]
+
+    def silences(self, state: str = "active") -> list[dict[str, Any]]:
+        return [s for s in self.get("/silences") if s["status"]["state"] == state]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    am = Alertmanager(tmp_path / "alertmanager")
+    yield am
+    am.stop()
+
+
+class Receiver:
+    """A webhook receiver that can be down (nothing listens on its port) and come up later."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook?key=in-the-query"
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    def up(self) -> None:
+        got, lock = self.got, self.lock
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    got.append((dict(self.headers), data))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def received(self) -> list[tuple[dict[str, str], bytes]]:
+        with self.lock:
+            return list(self.got)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class RunningNotifier:
+    def __init__(self, settings: Settings) -> None:
+        self.notifier = Notifier(settings, rules.load(settings.rules))
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=self.notifier.run, args=(self.stop_event,), daemon=True
+        )
+        self.thread.start()
+        assert self.notifier.claimed.wait(10), "the notifier did not start"
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def pm25(sensor: str, t: float, v: float) -> bytes:
+    return json.dumps([{"bn": f"{sensor}:", "bt": t, "n": "pm25", "u": "ug/m3", "v": v}]).encode()
+
+
+def provision(url: str, sensor: str, district: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO sensors (sensor_id, domain, district) VALUES (%s, 'air', %s)",
+            (sensor, district),
+        )
+
+
+def raise_pm25(publisher: Publisher, settings: Settings, sensor: str) -> int:
+    """Readings above the warning limit for two minutes: the pipeline raises the alarm."""
+    url = settings.database_url
+    assert url
+    t0 = round(time.time()) - 200
+    for dt in (0, 60, 120):
+        publisher.publish(f"{settings.topic_root}/gw/senml", pm25(sensor, t0 + dt, 70.0))
+    got = wait_for(
+        lambda: rows(url, "SELECT id FROM alerts WHERE sensor_id = %s", (sensor,)),
+        what=f"the alarm of {sensor}",
+    )
+    return int(got[0][0])
+
+
+def clear_pm25(publisher: Publisher, settings: Settings, sensor: str) -> None:
+    t = round(time.time()) - 20
+    publisher.publish(f"{settings.topic_root}/gw/senml", pm25(sensor, t, 30.0))
+
+
+def act(url: str, fn: Any, *args: Any) -> str:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        return str(fn(cur, *args))
+
+
+def state_of(url: str, alert_id: int) -> str:
+    return str(rows(url, "SELECT state FROM alerts WHERE id = %s", (alert_id,))[0][0])
+
+
+def events(url: str, alert_id: int) -> list[tuple[Any, ...]]:
+    return rows(
+        url,
+        "SELECT event, to_state, actor FROM alert_events WHERE alert_id = %s ORDER BY id",
+        (alert_id,),
+    )
+
+
+def test_a_webhook_receiver_that_was_down_gets_every_transition_once_in_order_signed(
+    worker: object, publisher: Publisher, settings: Settings
+) -> None:
+    url = settings.database_url
+    assert url
+    receiver = Receiver()  # down: nothing listens on its port yet
+    s = settings.with_(
+        alarm_webhooks=(receiver.url,),
+        alarm_webhook_secret=SECRET,
+        notify_every_s=0.1,
+        notify_max_backoff_s=0.5,
+    )
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-W", "Presint 9")
+        alert_id = raise_pm25(publisher, s, "AQ-W")
+        act(url, lifecycle.acknowledge, alert_id, "op-anna", "crew on the way")
+        clear_pm25(publisher, s, "AQ-W")
+        wait_for(lambda: state_of(url, alert_id) == "closed", what="the alarm closed")
+        name = webhook.receiver_name(receiver.url)
+        assert name == f"webhook http://127.0.0.1:{receiver.port}/hook"  # no query in records
+        wait_for(
+            lambda: (
+                rows(url, "SELECT failures FROM alarm_receivers WHERE receiver = %s", (name,))[0][0]
+                >= 3
+            ),
+            what="deliveries failing while the receiver is down",
+        )
+        assert receiver.received() == []
+        receiver.up()
+        expected = [e[0] for e in events(url, alert_id)]
+        assert expected == ["raise", "ack", "clear"]
+        got = wait_for(
+            lambda: (r := receiver.received()) and len(r) >= len(expected) and r,
+            what="every transition at the receiver",
+        )
+        # Everything is there once the outbox is drained: no duplicates come later.
+        wait_for(
+            lambda: rows(url, "SELECT count(*) FROM alarm_deliveries")[0][0] == len(expected),
+            what="deliveries recorded",
+        )
+        got = receiver.received()
+        assert len(got) == len(expected)
+        docs = []
+        for headers, body in got:
+            assert webhook.verify(
+                SECRET.encode(), headers["X-Pusat-Timestamp"], body, headers["X-Pusat-Signature"]
+            )
+            assert not webhook.verify(b"wrong", headers["X-Pusat-Timestamp"], body,
+                                      headers["X-Pusat-Signature"])  # fmt: skip
+            doc = json.loads(body)
+            assert headers["X-Pusat-Event"] == str(doc["id"])
+            docs.append(doc)
+        assert [d["event"] for d in docs] == expected
+        assert [d["seq"] for d in docs] == sorted(d["seq"] for d in docs)
+        assert [d["to_state"] for d in docs] == ["active", "acknowledged", "closed"]
+        assert docs[1]["actor"] == "op-anna" and docs[1]["comment"] == "crew on the way"
+        a = docs[0]["alert"]
+        assert (a["id"], a["sensor_id"], a["quantity"], a["unit"], a["district"]) == (
+            alert_id,
+            "AQ-W",
+            "pm25",
+            "ug/m3",
+            "Presint 9",
+        )
+        deliveries = rows(
+            url,
+            "SELECT receiver, attempts FROM alarm_deliveries WHERE alert_id = %s"
+            " ORDER BY outbox_id",
+            (alert_id,),
+        )
+        assert [d[0] for d in deliveries] == [name] * 3
+        assert deliveries[0][1] >= 3  # the first one waited through the failures
+    finally:
+        notifier.stop()
+        receiver.close()
+
+
+@needs_alertmanager
+def test_alarms_and_shelving_reach_alertmanager(
+    worker: object, publisher: Publisher, settings: Settings, alertmanager: Alertmanager
+) -> None:
+    url = settings.database_url
+    assert url
+    s = settings.with_(
+        alertmanager_url=alertmanager.url,
+        notify_every_s=0.1,
+        public_url="https://wall.example.org",
+    )
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-A", "Presint 8")
+        alert_id = raise_pm25(publisher, s, "AQ-A")
+        got = wait_for(lambda: alertmanager.alerts(alert_id=str(alert_id)), what="the alert")
+        a = got[0]
+        assert {k: a["labels"].get(k) for k in ("severity", "domain", "district", "sensor")} == {
+            "severity": "warning",
+            "domain": "air",
+            "district": "Presint 8",
+            "sensor": "AQ-A",
+        }
+        assert a["labels"]["quantity"] == "pm25"
+        assert a["labels"]["rule"] == "pm25:threshold-above:warning"
+        assert a["annotations"]["value"] == "70" and a["annotations"]["unit"] == "ug/m3"
+        assert a["annotations"]["message"] == "PM2.5 unhealthy"
+        assert a["annotations"]["wall"] == f"https://wall.example.org/wall#alert-{alert_id}"
+        assert a["status"]["state"] == "active"
+
+        # Shelving in Pusat: a silence in Alertmanager until shelved_until.
+        until = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+        act(url, lifecycle.shelve, alert_id, until, "op-budi", "roadworks")
+        silence = wait_for(lambda: alertmanager.silences(), what="the silence")[0]
+        assert silence["matchers"] == [
+            {"name": "alert_id", "value": str(alert_id), "isRegex": False, "isEqual": True}
+        ]
+        assert silence["createdBy"] == "pusat:op-budi" and silence["comment"] == "roadworks"
+        assert datetime.fromisoformat(silence["endsAt"]) == until
+        wait_for(
+            lambda: (
+                alertmanager.alerts(alert_id=str(alert_id))[0]["status"]["state"] == "suppressed"
+            ),
+            what="the alert suppressed by the silence",
+        )
+
+        # Acknowledged: visible in the notification; clearing it ends the silence and the alert.
+        act(url, lifecycle.acknowledge, alert_id, "op-budi", "")
+        wait_for(
+            lambda: (
+                "op-budi at"
+                in alertmanager.alerts(alert_id=str(alert_id))[0]["annotations"].get(
+                    "acknowledged", ""
+                )
+            ),
+            what="the acknowledgement as an annotation",
+        )
+        act(url, lifecycle.close, alert_id, "op-budi", "done")
+        wait_for(lambda: not alertmanager.silences(), what="the silence expired")
+        assert alertmanager.silences("expired")[0]["id"] == silence["id"]
+        wait_for(lambda: not alertmanager.alerts(alert_id=str(alert_id)), what="resolved")
+        delivered = rows(
+            url, "SELECT receiver FROM alarm_deliveries WHERE alert_id = %s", (alert_id,)
+        )
+        assert {d[0] for d in delivered} == {"alertmanager"}
+    finally:
+        notifier.stop()
+
+
+@needs_alertmanager
+def test_a_silence_made_in_alertmanager_shelves_the_alarm_and_its_expiry_unshelves(
+    worker: object, publisher: Publisher, settings: Settings, alertmanager: Alertmanager
+) -> None:
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-S", "Presint 11")
+        alert_id = raise_pm25(publisher, s, "AQ-S")
+        wait_for(lambda: alertmanager.alerts(alert_id=str(alert_id)), what="the alert")
+        now = datetime.now(UTC)
+        r = httpx.post(
+            f"{alertmanager.url}/api/v2/silences",
+            json={
+                "matchers": [
+                    {"name": "district", "value": "Presint 1.*", "isRegex": True, "isEqual": True}
+                ],
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(hours=1)).isoformat(),
+                "createdBy": "duty-officer",
+                "comment": "sensor maintenance",
+            },
+        )
+        r.raise_for_status()
+        sid = r.json()["silenceID"]
+        wait_for(lambda: state_of(url, alert_id) == "shelved", what="shelved by the silence")
+        assert events(url, alert_id)[-1] == ("shelve", "shelved", "alertmanager:duty-officer")
+        assert len(alertmanager.silences()) == 1  # Pusat made no second silence for it
+        httpx.delete(f"{alertmanager.url}/api/v2/silence/{sid}").raise_for_status()
+        wait_for(lambda: state_of(url, alert_id) == "active", what="unshelved at the expiry")
+        assert events(url, alert_id)[-1] == ("unshelve", "active", "alertmanager:duty-officer")
+    finally:
+        notifier.stop()
+
+
+@needs_alertmanager
+def test_an_unacknowledged_alarm_escalates(
+    publisher: Publisher, settings: Settings, alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    url = settings.database_url
+    assert url
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        '[[rule]]\nquantity = "pm25"\nkind = "threshold"\nabove = 55.4\nclear = 45.0\n'
+        'for = "2m"\nseverity = "warning"\nmessage = "PM2.5 unhealthy"\nescalate_after = "1s"\n'
+    )
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1, rules=rules_file)
+    from tests.conftest import RunningWorker
+
+    worker = RunningWorker(s).start()
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-E", "Presint 9")
+        alert_id = raise_pm25(publisher, s, "AQ-E")
+        got = wait_for(
+            lambda: alertmanager.alerts(alert_id=str(alert_id), escalated="true"),
+            what="the escalated alert",
+        )
+        assert got[0]["labels"]["severity"] == "critical"
+        assert ("escalate", "active", "system") in events(url, alert_id)
+        # The alert under the old labels is resolved: one alert for the alarm remains.
+        wait_for(
+            lambda: len(alertmanager.alerts(alert_id=str(alert_id))) == 1,
+            what="the unescalated alert resolved",
+        )
+        # Escalated once only; and an acknowledged alarm never escalates.
+        with psycopg.connect(url) as conn, conn.cursor() as cur:
+            far = datetime.now(UTC) + timedelta(hours=1)
+            assert lifecycle.escalate(cur, {"pm25:threshold-above:warning": 1.0}, far) == []
+        assert [e[0] for e in events(url, alert_id)].count("escalate") == 1
+    finally:
+        notifier.stop()
+        worker.stop()
+
+
+def test_an_acknowledged_alarm_does_not_escalate(
+    worker: object, publisher: Publisher, settings: Settings
+) -> None:
+    url = settings.database_url
+    assert url
+    alert_id = raise_pm25(publisher, settings, "AQ-K")
+    act(url, lifecycle.acknowledge, alert_id, "op-citra", "")
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        far = datetime.now(UTC) + timedelta(hours=1)
+        assert lifecycle.escalate(cur, {"pm25:threshold-above:warning": 1.0}, far) == []
+        act_id = cur.execute("SELECT escalated_at FROM alerts WHERE id = %s", (alert_id,))
+        assert act_id.fetchone() == (None,)
+
+
+def test_escalate_after_is_parsed_from_the_rules_file() -> None:
+    _, parsed = rules.parse(
+        '[[rule]]\nquantity = "water_level"\nabove = 2.5\nseverity = "critical"\n'
+        'escalate_after = "10m"\n',
+        "test",
+    )
+    assert parsed[0].escalate_after_us == 600_000_000
+    assert rules.escalations(parsed) == {"water_level:threshold-above:critical": 600.0}
+    with pytest.raises(rules.RuleError, match="escalate_after"):
+        rules.parse('[[rule]]\nquantity = "ph"\nbelow = 6\nescalate_after = "soon"\n', "t")
