@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter
 
-from ingest import topics
+from ingest import lorawan, topics
 from ingest.pipeline import Message
 from pusat.settings import Settings
 
@@ -103,7 +103,8 @@ class Session:
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # set once the broker has confirmed the subscription
-        self._subs = topics.subscriptions(settings.topic_root, settings.group)
+        gateways = lorawan.load(settings.lorawan_mapping_files()).subscriptions()
+        self._subs = topics.subscriptions(settings.topic_root, settings.group, gateways)
         target = settings.mqtt()
         self._target = target
         c = _Client(

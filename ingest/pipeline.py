@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ingest import native, records, sdm, senml, topics
+from ingest import lorawan, native, records, sdm, senml, topics
 from ingest.meta import parse_meta, parse_status
 from ingest.records import Columns, Decoded, Rejection
 from processing import validate
@@ -51,6 +51,8 @@ class Limits:
     max_skew_s: float
     horizon_s: float
     strict: bool
+    # LoRaWAN applications: their topics are read too (PUSAT_LORAWAN_MAPPINGS)
+    lorawan: lorawan.Mappings = field(default_factory=lorawan.Mappings)
 
 
 # (quantity index, scale, offset, canonical unit) for one (quantity, unit) pair
@@ -107,6 +109,9 @@ class Accumulator:
     def add(self, m: Message) -> None:
         self.messages.append(m)
         t = topics.parse(self.topic_root, m.topic)
+        if t is None and (route := self.limits.lorawan.route(m.topic)) is not None:
+            self._lorawan(route, m)
+            return
         if t is None:
             self._reject(
                 m, None, Rejection(records.BAD_TOPIC, f"topic {m.topic!r} breaks the contract")
@@ -138,6 +143,25 @@ class Accumulator:
         else:
             rejections = self._decode(t.kind, m, gw)
         for rej in rejections:
+            self._reject(m, gw, rej)
+
+    def _lorawan(self, route: lorawan.Route, m: Message) -> None:
+        """A LoRaWAN network server's event: readings under the application's gateway."""
+        gw = route.app.gateway
+        self.gateways_seen[gw] = max(self.gateways_seen.get(gw, 0.0), m.received_at)
+        if len(m.payload) > self.limits.max_payload_bytes:
+            size = f"{len(m.payload)} bytes exceeds the limit of {self.limits.max_payload_bytes}"
+            self._reject(m, gw, Rejection(records.TOO_LARGE, size))
+            return
+        event = lorawan.decode(route, m.payload, m.received_at)
+        if event.online:
+            self.statuses.append(GatewayStatus(gw, "online", m.received_at))
+        cols = self._cols
+        before = len(cols.sensor)
+        cols.extend_rows(event.decoded.readings)
+        if len(cols.sensor) > before:
+            self._add_runs(len(self.messages) - 1, gw, before, len(cols.sensor) - before)
+        for rej in event.decoded.rejections:
             self._reject(m, gw, rej)
 
     def _decode(self, kind: str, m: Message, gateway: str) -> list[Rejection]:

@@ -126,6 +126,7 @@ TOO_LARGE = "too_large"
 BAD_TOPIC = "bad_topic"
 BAD_META = "bad_meta"
 BAD_STATUS = "bad_status"
+NO_DECODED_OBJECT = "no_decoded_object"  # a LoRaWAN uplink with nothing decoded to read
 
 REASONS = (
     MALFORMED_JSON,
@@ -143,4 +144,5 @@ REASONS = (
     BAD_TOPIC,
     BAD_META,
     BAD_STATUS,
+    NO_DECODED_OBJECT,
 )

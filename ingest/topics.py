@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 KINDS = ("senml", "json", "sdm", "meta", "status")
@@ -13,18 +14,19 @@ class Topic(NamedTuple):
     kind: str
 
 
-def subscriptions(root: str, group: str | None) -> list[str]:
+def subscriptions(root: str, group: str | None, extra: Sequence[str] = ()) -> list[str]:
     """What a worker subscribes to; a shared-subscription group splits the load between workers.
 
     Brokers send no retained messages to shared subscriptions (MQTT 5, 4.8.2), so a worker in a
     group also subscribes on its own to the retained `meta` and `status` topics; those are few
     and their writes idempotent, so every worker handling them is harmless. A worker of a
-    partition subscribes to everything and keeps its own share (``partition_of``).
+    partition subscribes to everything and keeps its own share (``partition_of``). ``extra``:
+    topics of other contracts read as well (LoRaWAN network servers), shared like readings.
     """
-    pattern = f"{root}/+/+"
+    patterns = [f"{root}/+/+", *extra]
     if not group:
-        return [pattern]
-    return [f"$share/{group}/{pattern}", f"{root}/+/meta", f"{root}/+/status"]
+        return patterns
+    return [f"$share/{group}/{p}" for p in patterns] + [f"{root}/+/meta", f"{root}/+/status"]
 
 
 def partition_of(root: str, topic: str, partitions: int) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import psycopg
 
 from ingest import commit as committing
+from ingest import lorawan
 from ingest.alarms import Alarms
 from ingest.commit import Committed, Started, commit
 from ingest.derived import Derived
@@ -71,7 +72,11 @@ class Worker:
         self.catalogue = catalogue
         self.metrics = metrics
         self.limits = Limits(
-            settings.max_payload_bytes, settings.max_skew_s, settings.horizon_s, settings.strict
+            settings.max_payload_bytes,
+            settings.max_skew_s,
+            settings.horizon_s,
+            settings.strict,
+            lorawan.load(settings.lorawan_mapping_files()),
         )
         self.inbox = Inbox(settings.queue_size)
         self.session = Session(settings, self.inbox, metrics.elsewhere)

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     horizon_s: float = Field(
         90 * 86400.0, gt=0, description="readings older than this are rejected as bad_time"
     )
+    lorawan_mappings: str | None = Field(
+        None,
+        description="LoRaWAN mapping files (TOML, one per network-server application),"
+        " comma-separated: ingest also reads those applications' ChirpStack or The Things Stack"
+        " topics",
+    )
     client_id: str = Field("pusat-ingest", description="MQTT client id of an ingest worker")
     group: str | None = Field(None, description="shared-subscription group for scaled-out ingest")
     partition: str | None = Field(
@@ -244,6 +250,12 @@ class Settings(BaseSettings):
             return 1, 1
         k, n = self.partition.split("/")
         return int(k), int(n)
+
+    def lorawan_mapping_files(self) -> list[Path]:
+        """The files of ``lorawan_mappings``, in order."""
+        if not self.lorawan_mappings:
+            return []
+        return [Path(p.strip()) for p in self.lorawan_mappings.split(",") if p.strip()]
 
     def mqtt(self) -> MqttTarget:
         if self.mqtt_url is None:
