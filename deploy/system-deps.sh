@@ -8,6 +8,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 # The wall's browser test drives Debian's Chromium with Playwright (no browser download here).
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+# The notification tests post alarms to a real Alertmanager.
+[ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
 
 [ -z "$missing" ] && exit 0
 

@@ -184,6 +184,25 @@ def ingest(
 
 
 @app.command()
+def notify(log_level: LogLevel = "INFO") -> None:
+    """Deliver alarm transitions from the outbox to Alertmanager and the signed webhooks, in
+    order, retrying receivers that are down. One notifier delivers at a time; others wait."""
+    from notify.loop import Notifier
+    from processing import rules
+
+    _logging(log_level)
+    settings = _settings()
+    _need_database(settings)
+    if not settings.notifies():
+        typer.echo(
+            "error: nothing to notify: set PUSAT_ALERTMANAGER_URL or PUSAT_ALARM_WEBHOOKS",
+            err=True,
+        )
+        raise typer.Exit(2)
+    Notifier(settings, rules.load(settings.rules)).run(stop_on_signals())
+
+
+@app.command()
 def up(
     city: Annotated[
         bool, typer.Option(help="run the simulated city (on by default; --no-city for none)")

@@ -65,6 +65,19 @@ def test_commands_without_a_database_say_what_to_do(tmp_path: Path) -> None:
     assert "PUSAT_DATABASE_URL" in out.stderr
 
 
+def test_notify_without_a_receiver_says_what_to_set(database_url: str, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pusat", "notify"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env_without_pusat(), "PUSAT_DATABASE_URL": database_url},
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "PUSAT_ALERTMANAGER_URL" in out.stderr and "PUSAT_ALARM_WEBHOOKS" in out.stderr
+
+
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "pusat", "db", "status"],

@@ -29,7 +29,6 @@ from store import alerts as lifecycle
 from tests.helpers import Publisher, rows, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUTES = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 SECRET = "test-shared-secret"
 BINARY = shutil.which("prometheus-alertmanager")
 needs_alertmanager = pytest.mark.skipif(
