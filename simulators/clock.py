@@ -42,6 +42,13 @@ class Pacer:
             paced = self.began + (sim_t - self.origin) / self.speed - self.monotonic()
         return max(paced, sim_t - self.wall(), 0.0)
 
+    def now(self) -> float:
+        """The simulated time it is now: everything up to it is due, nothing after it."""
+        wall = self.wall()
+        if not math.isfinite(self.speed):
+            return wall
+        return min(self.origin + (self.monotonic() - self.began) * self.speed, wall)
+
     def wait(self, sim_t: float, stop: threading.Event) -> bool:
         """Sleep until ``sim_t`` is due; False when ``stop`` was set meanwhile."""
         while True:

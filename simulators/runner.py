@@ -5,7 +5,8 @@ Order within one simulated minute: traffic (SUMO, 60 one-second steps) -> loop r
 emissions; weather; air (from the emissions and the weather); every fifth minute the wetland
 (SWMM, with the scenario's rain). Readings carry the end of their period as event time. Then
 value faults, one message per gateway (message faults split their sensor out), and every
-message whose time has come is published once the pacer allows.
+message whose time has come is published once the pacer allows. A run that is stopped sends
+nothing that is not due yet.
 """
 
 from __future__ import annotations
@@ -417,8 +418,15 @@ class _Loop:
             t += PERIOD_S
             self._progress(ts)
         end = self.sim.start + t
-        # What faults held back (late, bursts) still goes out: a gateway that comes back sends.
-        self._publish_due(math.inf, end)
+        if stop.is_set():
+            # Stopped early: only what is due by now goes out. The minute being waited for, and
+            # backlogs that faults hold beyond now, are never sent: a reading from the future
+            # would be stored partly now and its complete minute refused as a duplicate later.
+            self._publish_due(pacer.now(), end)
+        else:
+            # The end was reached: what faults held back (late, bursts) still goes out, as a
+            # gateway that comes back sends its backlog; all of it is from the past by now.
+            self._publish_due(math.inf, end)
         self._progress(end, done=True)
         return end
 

@@ -312,3 +312,42 @@ def test_loopback_only() -> None:
 def test_message_defaults() -> None:
     m = Message("gw", "senml", b"[]", 0.0)
     assert not m.corrupt and not m.duplicate and m.faults == ()
+
+
+class _PacingStop(threading.Event):
+    """A stop event that tells when the run is pacing (waiting for a minute not yet due)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pacing = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.pacing.set()
+        return super().wait(timeout)
+
+
+@needs_sim
+def test_a_stopped_live_run_publishes_nothing_whose_time_has_not_come() -> None:
+    """Ctrl-C while the live city waits for its next minute: that minute is not sent early."""
+    sink = ListSink()
+    stop = _PacingStop()
+    sim = Simulation(Settings(), Options(what="city", speed=1.0), sink)
+    t = threading.Thread(target=sim.run, args=(stop,))
+    t.start()
+    try:
+        assert stop.pacing.wait(60), "the run never waited for a minute"
+        # the first minute is over already and went out at once; the second is still ahead
+        assert sink.sent
+    finally:
+        stop.set()
+        t.join(60)
+    assert not t.is_alive()
+    early = [
+        (m.gateway, r.sensor, r.ts - sent)
+        for m, sent in sink.sent
+        for r in m.readings
+        if r.ts > sent
+    ]
+    assert not early, f"{len(early)} readings published ahead of their time, e.g. {early[:3]}"
+    assert all(m.due <= sent for m, sent in sink.sent)
