@@ -163,3 +163,72 @@ def _mount_export() -> None:
 
 
 _mount_export()
+
+
+@app.command()
+def city(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="2 minutes, 20,000 sensors in 200 gateways")
+    ] = False,
+    sensors: Annotated[
+        int | None, typer.Option("--sensors", min=100, help="sensors (default 100,000)")
+    ] = None,
+    gateways: Annotated[
+        int | None, typer.Option("--gateways", min=2, help="gateways (default 1,000)")
+    ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option("--minutes", min=0.25, help="how long the stream runs (default 10)"),
+    ] = None,
+    timescale: Annotated[
+        bool, typer.Option("--timescale", help="on TimescaleDB (when its root is built)")
+    ] = False,
+    idle_seconds: Annotated[
+        float | None,
+        typer.Option("--idle-seconds", min=5.0, help="the idle query phase (default 60)"),
+    ] = None,
+    write_results: Annotated[
+        bool, typer.Option(help="update the city section of bench/RESULTS.md")
+    ] = False,
+) -> None:
+    """A city of sensors ingesting in real time (about 0.15 readings/s per sensor) while walls,
+    panels and an analyst query the API; fails when a reading is lost."""
+    from dataclasses import replace
+
+    from bench import city as bench_city
+    from bench import ingest as bench_ingest
+
+    base = bench_city.Config.quick() if quick else bench_city.Config()
+    config = replace(
+        base,
+        sensors=sensors if sensors is not None else base.sensors,
+        gateways=gateways if gateways is not None else base.gateways,
+        minutes=minutes if minutes is not None else base.minutes,
+        idle_seconds=idle_seconds if idle_seconds is not None else base.idle_seconds,
+        timescale=timescale,
+    )
+    flags = [
+        "--quick" if quick else "",
+        f"--sensors {sensors}" if sensors is not None else "",
+        f"--gateways {gateways}" if gateways is not None else "",
+        f"--minutes {minutes:g}" if minutes is not None else "",
+        f"--idle-seconds {idle_seconds:g}" if idle_seconds is not None else "",
+        "--timescale" if timescale else "",
+        "--write-results" if write_results else "",
+    ]
+    command = " ".join(["pusat bench city", *filter(None, flags)])
+    console = Console()
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        sys.exit(128 + signum)  # unwinds: every child and server is stopped on the way out
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        result = bench_city.run(config, command, console.log)
+    except bench_ingest.BenchError as e:
+        console.print(f"[red]benchmark failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    console.print(bench_city.markdown(result))
+    if write_results:
+        bench_city.write_results(result)
+        console.print(f"updated {results.RESULTS_FILE}")

@@ -1017,8 +1017,9 @@ def _consume_timeout(messages: int, floor_rate: float) -> float:
     return 60 + messages / floor_rate
 
 
-def probe_worker(svc: Services, url: str, root: str, worker: Child) -> None:
-    """Publish one reading and wait until it is stored: the worker is connected and writing."""
+def probe_worker(svc: Services, url: str, root: str, worker: Child, already: int = 0) -> None:
+    """Publish one reading and wait until it is stored (after the ``already`` rows there):
+    the worker is connected and writing."""
     c = _client(f"bench-probe-{uuid.uuid4().hex[:8]}")
     c.connect(svc.host, svc.port)
     c.loop_start()
@@ -1031,7 +1032,7 @@ def probe_worker(svc: Services, url: str, root: str, worker: Child) -> None:
     finally:
         c.disconnect()
         c.loop_stop()
-    await_rows(url, 1, 60, "the worker's probe", worker)
+    await_rows(url, already + 1, 60, "the worker's probe", worker)
 
 
 def run_pusat_preloaded(

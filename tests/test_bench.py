@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from bench import city, scaleout
 from bench import ingest as bench
-from bench import scaleout
 from bench.cli import app
 
 pytestmark = pytest.mark.slow
@@ -96,3 +96,14 @@ def test_scaleout_measures_every_mode_with_every_reading_stored() -> None:
     assert set(rates) == {(f, m) for f in ("json", "senml") for m in scaleout.MODES}
     for key, (rate,) in rates.items():
         assert math.isfinite(rate) and rate > 0, key
+
+
+def test_a_small_city_stores_every_reading_and_times_every_query() -> None:
+    """`pusat bench city` on a small city: every published reading stored (the run raises
+    otherwise), every query form timed under ingest and idle, RSS sampled."""
+    config = city.Config(sensors=2000, gateways=20, minutes=0.5, idle_seconds=5.0)
+    r = city.run(config, command="pytest tests/test_bench.py", log=lambda line: None)
+    assert r.published > 0 and r.stored == r.published
+    assert r.series >= r.sensors
+    assert set(r.under_load) == set(r.idle) and len(r.under_load) >= 5
+    assert r.samples and r.worker_start_s > 0
