@@ -301,6 +301,9 @@ def _fields(
         values = {}
         _flatten(obj, "", values)
     for key, (value, native_unit) in values.items():
+        if not key:
+            out.reject(BAD_PAYLOAD, f"{name} has a field with an empty name")
+            continue
         if type(value) is not float and type(value) is not int:
             out.reject(NON_NUMERIC, f"{key[:60]}: {clip(value)} is {json_kind(value)}")
             continue

@@ -7,6 +7,7 @@ deep branches that random JSON never does. Each answer must keep the Decoded con
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable
@@ -18,14 +19,43 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingest import native, sdm, senml
+from ingest import cayenne, lorawan, native, sdm, senml
 from ingest.records import REASONS, Candidate, Columns, Decoded
 from ingest.timeparse import EPOCH_MAX, EPOCH_MIN, parse_interval, parse_time
 
 NOW = 1_764_252_100.0
 Decoder = Callable[[bytes, float], Decoded]
-DECODERS: list[Decoder] = [senml.decode, native.decode, sdm.decode]
-IDS = ["senml", "native", "sdm"]
+
+
+def _lorawan(network: str, event: str, decoder: str = "network") -> Decoder:
+    """A LoRaWAN decoder for one application's event, as the pipeline routes to it."""
+    app = lorawan.parse_application(
+        {
+            "network": network,
+            "application": "app",
+            "decoder": decoder,
+            "fields": {"temperature": {"quantity": "temperature", "unit": "Cel"}},
+        },
+        "fuzz",
+    )
+    route = lorawan.Route(app, "0101010101010101", event)
+    return lambda payload, now: lorawan.decode(route, payload, now).decoded
+
+
+CHIRPSTACK_UP = _lorawan("chirpstack", "up")
+CHIRPSTACK_LPP = _lorawan("chirpstack", "up", "cayenne_lpp")
+CHIRPSTACK_STATUS = _lorawan("chirpstack", "status")
+TTS_UP = _lorawan("tts", "up")
+DECODERS: list[Decoder] = [
+    senml.decode,
+    native.decode,
+    sdm.decode,
+    CHIRPSTACK_UP,
+    CHIRPSTACK_LPP,
+    CHIRPSTACK_STATUS,
+    TTS_UP,
+]
+IDS = ["senml", "native", "sdm", "chirpstack", "chirpstack_lpp", "chirpstack_status", "tts"]
 
 
 def dumps(doc: object) -> bytes:
@@ -208,6 +238,67 @@ sdm_entity = weighted(
     (1, any_json),
 )
 sdm_messages = st.one_of(sdm_entity, st.lists(sdm_entity, max_size=4))
+
+
+# LoRaWAN uplinks: the network servers' field names, values mostly right
+codec_output = st.dictionaries(
+    st.one_of(ident, st.just("temperature"), st.just("")),
+    st.one_of(number, leaf, st.dictionaries(ident, number, max_size=3)),
+    max_size=5,
+)
+_lpp_record = st.one_of(
+    st.builds(
+        lambda c, v: cayenne.encode(c, "temperature", v),
+        st.integers(0, 255),
+        st.floats(-3000, 3000),
+    ),
+    st.builds(
+        lambda c, v: cayenne.encode(c, "humidity", v), st.integers(0, 255), st.floats(0, 127)
+    ),
+    st.binary(max_size=4),
+)
+frames = st.lists(_lpp_record, max_size=4).map(lambda parts: b"".join(parts))
+b64 = frames.map(lambda b: base64.b64encode(b).decode())
+radio = st.lists(
+    st.fixed_dictionaries({}, optional={"rssi": number | leaf, "snr": number | leaf}) | any_json,
+    max_size=3,
+)
+time_value = weighted((6, rfc3339), (1, leaf))
+chirpstack_ups = st.fixed_dictionaries(
+    {},
+    optional={
+        "time": time_value,
+        "object": weighted((6, codec_output), (1, any_json)),
+        "data": weighted((6, b64), (1, leaf)),
+        "rxInfo": weighted((6, radio), (1, any_json)),
+        "fCnt": number | leaf,
+        "batteryLevel": number | leaf,
+        "externalPowerSource": st.booleans(),
+    },
+)
+tts_ups = st.fixed_dictionaries(
+    {},
+    optional={
+        "received_at": time_value,
+        "uplink_message": weighted(
+            (
+                8,
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "received_at": time_value,
+                        "decoded_payload": weighted((6, codec_output), (1, any_json)),
+                        "frm_payload": weighted((6, b64), (1, leaf)),
+                        "rx_metadata": weighted((6, radio), (1, any_json)),
+                        "f_cnt": number | leaf,
+                        "last_battery_percentage": st.fixed_dictionaries({"value": number | leaf}),
+                    },
+                ),
+            ),
+            (1, any_json),
+        ),
+    },
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,6 +569,35 @@ def test_native_valid_batches_land_whole(batch: list[tuple[str, str, dict[str, f
 def test_sdm_near_valid(msg: object) -> None:
     d = sdm.decode(dumps(msg), NOW)
     check(d, len(msg) if isinstance(msg, list) else None)
+
+
+@pytest.mark.parametrize(
+    "decode", [CHIRPSTACK_UP, CHIRPSTACK_LPP, CHIRPSTACK_STATUS], ids=["up", "lpp", "status"]
+)
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(msg=chirpstack_ups)
+def test_chirpstack_near_valid(decode: Decoder, msg: object) -> None:
+    check(decode(dumps(msg), NOW), None)
+
+
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(msg=tts_ups)
+def test_tts_near_valid(msg: object) -> None:
+    check(TTS_UP(dumps(msg), NOW), None)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(frame=st.binary(max_size=40))
+def test_cayenne_answers_or_raises_value_error(frame: bytes) -> None:
+    try:
+        fields = cayenne.decode(frame)
+    except ValueError:
+        return
+    assert all(k and math.isfinite(v) for k, (v, _) in fields.items())
 
 
 # --------------------------------------------------------------------------------------------
