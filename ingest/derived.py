@@ -2,8 +2,9 @@
 
 US AQI (NowCast for PM2.5 and PM10, 8-hour O3 and CO, 1-hour NO2 and SO2) and the Malaysian API
 (24-hour PM and SO2, 8-hour CO, 1-hour O3 and NO2) per air station; DOE-WQI and its class per
-wetland station; HCM urban-street level of service per traffic loop (mean speed against the
-loop's free-flow speed, attribute `free_flow_speed` in its meta, 50 km/h when not given). Each is
+wetland station; HCM urban-street level of service per traffic loop (hourly mean speed against
+the loop's free-flow speed: declared in its meta as `free_flow_speed`, else learned from its own
+off-peak hours, else 50 km/h; the derived row says which). Each is
 stamped at the start of its hour, written once through the normal commit (so it has rollups,
 `latest` and index alarms), and names its table in `derived_info`.
 """
@@ -32,6 +33,14 @@ WINDOW_H = 24  # hours of history an index needs at most (24-hour averages)
 LOOKBACK_H = 6  # completed hours revisited (data arriving late still makes its hour)
 GRACE_US = 5 * 60_000_000  # an hour is complete this long after it ends
 DEFAULT_FREE_FLOW_KMH = 50.0
+# A loop without a declared free-flow speed learns it: the 85th percentile of its hourly mean
+# speeds in the off-peak hours (city time) of the last week, once it has enough of them. Hourly
+# means, not single vehicles: the rollups are what every tier keeps for a week.
+LEARN_DAYS = 7
+LEARN_OFF_PEAK = (22, 5)  # from 22:00 to 05:00 city time
+LEARN_MIN_HOURS = 12
+LEARN_PERCENTILE = 0.85
+LEARN_EVERY_US = HOUR_US  # the learned speeds move slowly: worked out again once an hour
 
 AIR = ("pm25", "pm10", "o3", "co", "no2", "so2")
 WATER = ("do", "do_saturation", "water_temperature", "bod", "cod", "an", "tss", "ph")
@@ -56,13 +65,30 @@ def _mean(x: npt.NDArray[np.float64], at_least: int) -> float:
     return float(x[ok].mean()) if ok.sum() >= at_least else float("nan")
 
 
+@dataclass(frozen=True)
+class FreeFlow:
+    """A loop's free-flow speed (km/h) and where it came from."""
+
+    speed: float
+    source: str  # declared | learned | default
+    hours: int = 0  # off-peak hours it was learned from
+
+
 class Derived:
-    def __init__(self, catalogue: Catalogue, partition: tuple[int, int] = (1, 1)) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        partition: tuple[int, int] = (1, 1),
+        timezone: str = "Asia/Kuala_Lumpur",
+    ) -> None:
         self.catalogue = catalogue
         self.tables = indices.default_tables()
         # (K, N): a worker of partition K derives the indices of its own gateways' sensors only,
         # so that each index series, and its alarm state, stays with one worker.
         self.partition = partition
+        self.timezone = timezone
+        self._learned: dict[str, FreeFlow] = {}
+        self._learned_at_us: int | None = None
 
     def due(self, cur: psycopg.Cursor[Any], now: datetime) -> Batch | None:
         """Derived readings of the completed hours not yet derived; None when nothing is due."""
@@ -72,7 +98,7 @@ class Derived:
         first = targets[-1] - HOUR_US * (WINDOW_H - 1)
         hours = self._hours(cur, first, end)
         done = self._done(cur, targets[-1])
-        attrs = self._free_flow(cur)
+        attrs = self._free_flow(cur, now_us)
         rows: list[tuple[str, str, int, float, DerivedInfo]] = []
         present = {(s, int(b)) for s, b in self._present(cur, targets[-1], end)}
         for sensor, quantities in self._own(cur, self._stations(hours)).items():
@@ -134,18 +160,42 @@ class Derived:
             )
         }
 
-    @staticmethod
-    def _free_flow(cur: psycopg.Cursor[Any]) -> dict[str, float]:
-        out = {}
+    def _free_flow(self, cur: psycopg.Cursor[Any], now_us: int) -> dict[str, FreeFlow]:
+        declared = {}
         for sensor, v in cur.execute(
             "SELECT sensor_id, attributes->>'free_flow_speed' FROM sensors"
             " WHERE attributes ? 'free_flow_speed'"
         ):
             try:
-                out[sensor] = float(v)
+                declared[sensor] = FreeFlow(float(v), "declared")
             except (TypeError, ValueError):
                 log.warning("sensor %s: free_flow_speed %r is not a number", sensor, v)
-        return out
+        if self._learned_at_us is None or now_us - self._learned_at_us >= LEARN_EVERY_US:
+            self._learned = self._learn(cur, now_us)
+            self._learned_at_us = now_us
+        return {**self._learned, **declared}
+
+    def _learn(self, cur: psycopg.Cursor[Any], now_us: int) -> dict[str, FreeFlow]:
+        start, end = LEARN_OFF_PEAK
+        rows = cur.execute(
+            "SELECT sensor_id, percentile_cont(%s) WITHIN GROUP (ORDER BY mean), count(*)"
+            " FROM rollup_1h WHERE quantity = 'speed' AND mean > 0"
+            " AND bucket >= %s AND bucket < %s"
+            " AND (extract(hour FROM bucket AT TIME ZONE %s) >= %s"
+            "      OR extract(hour FROM bucket AT TIME ZONE %s) < %s)"
+            " GROUP BY sensor_id HAVING count(*) >= %s",
+            (
+                LEARN_PERCENTILE,
+                _at(now_us - LEARN_DAYS * 24 * HOUR_US),
+                _at(now_us),
+                self.timezone,
+                start,
+                self.timezone,
+                end,
+                LEARN_MIN_HOURS,
+            ),
+        ).fetchall()
+        return {s: FreeFlow(float(v), "learned", int(n)) for s, v, n in rows}
 
     def _own(self, cur: psycopg.Cursor[Any], stations: dict[str, set[str]]) -> dict[str, set[str]]:
         k, n = self.partition
@@ -228,26 +278,24 @@ class Derived:
         h: int,
         i: int,
         done: set[tuple[str, str, int]],
-        free_flow: dict[str, float],
+        free_flow: dict[str, FreeFlow],
     ) -> list[tuple[str, str, int, float, DerivedInfo]]:
         if (sensor, "los", h) in done:
             return []
         speed = float(hours.of(sensor, "speed")[i])
-        ffs = free_flow.get(sensor, DEFAULT_FREE_FLOW_KMH)
-        r = indices.los("hcm-urban-street", speed=speed, free_flow_speed=ffs, tables=self.tables)
-        return _one(
-            sensor,
-            "los",
-            h,
-            r.value,
-            r.table,
-            "",
-            {
-                "measure": float(np.asarray(r.measure).reshape(-1)[0]),
-                "unit": r.unit,
-                "free_flow_speed": ffs,
-            },
+        ffs = free_flow.get(sensor, FreeFlow(DEFAULT_FREE_FLOW_KMH, "default"))
+        r = indices.los(
+            "hcm-urban-street", speed=speed, free_flow_speed=ffs.speed, tables=self.tables
         )
+        detail: dict[str, Any] = {
+            "measure": float(np.asarray(r.measure).reshape(-1)[0]),
+            "unit": r.unit,
+            "free_flow_speed": ffs.speed,
+            "free_flow_source": ffs.source,
+        }
+        if ffs.source == "learned":
+            detail["free_flow_hours"] = ffs.hours
+        return _one(sensor, "los", h, r.value, r.table, "", detail)
 
 
 def _unit(catalogue: Catalogue, quantity: str) -> str | None:

@@ -12,6 +12,19 @@ from store.writer import SensorMeta
 
 _TEXT_FIELDS = ("domain", "district", "name")
 _KNOWN = {"id", "sensor", "lat", "lon", "quantities", "units", *_TEXT_FIELDS}
+MAX_FREE_FLOW_KMH = 200.0  # above this a street's free-flow speed is a unit mistake (m/s, mph)
+
+
+def _free_flow(entry: dict[str, Any]) -> dict[str, Any]:
+    """`free_flow_speed` (km/h, a traffic loop's speed without traffic), checked when given."""
+    v = entry.get("free_flow_speed")
+    if v is None:
+        return {}
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError("free_flow_speed must be a number (km/h)")
+    if not 0 < v <= MAX_FREE_FLOW_KMH:
+        raise ValueError(f"free_flow_speed {v} km/h is outside (0, {MAX_FREE_FLOW_KMH:g}]")
+    return {"free_flow_speed": float(v)}
 
 
 def _coordinate(entry: dict[str, Any], key: str, limit: float) -> float | None:
@@ -53,7 +66,7 @@ def _sensor(entry: object, gateway: str) -> SensorMeta:
         lon=_coordinate(entry, "lon", 180),
         quantities=tuple(quantities),
         units=dict(units),
-        attributes={k: v for k, v in entry.items() if k not in _KNOWN},
+        attributes={k: v for k, v in entry.items() if k not in _KNOWN} | _free_flow(entry),
     )
 
 

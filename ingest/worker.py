@@ -84,7 +84,7 @@ class Worker:
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish
         )
         self._unpublished: set[tuple[str, str]] = set()
-        self.derived = Derived(catalogue, settings.partitions())
+        self.derived = Derived(catalogue, settings.partitions(), settings.city_timezone)
         self._writer: Writer | None = None
         self._connect_error: psycopg.Error | None = None  # the last failed connect's, for the log
         # A second connection: the next batch's readings are copied on it while the last one

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -205,22 +205,9 @@ def _bands(raw: Mapping[str, Any], decimals: int, rows_are: str) -> Bands:
     )
 
 
-def _air_table(
-    raw: Mapping[str, Any], rows_are: str, borrowable: Mapping[str, AirTable]
-) -> AirTable:
+def _air_table(raw: Mapping[str, Any], rows_are: str) -> AirTable:
     decimals = int(raw["decimals"])
-    inputs: dict[str, Bands] = {}
-    for key, entry in raw["input"].items():
-        if "borrow" in entry:
-            index, _, source_key = str(entry["borrow"]).partition(".")
-            borrowed = borrowable[index].inputs[source_key]
-            if borrowed.table != entry["table"]:
-                raise ValueError(f"{key}: borrows {borrowed.table} but names {entry['table']}")
-            inputs[key] = replace(
-                borrowed, pollutant=str(entry["pollutant"]), mark=str(entry.get("mark", ""))
-            )
-        else:
-            inputs[key] = _bands(entry, decimals, rows_are)
+    inputs = {key: _bands(entry, decimals, rows_are) for key, entry in raw["input"].items()}
     labels = [str(s) for s in raw["category_labels"]]
     if "beyond_label" in raw:
         labels.append(str(raw["beyond_label"]))
@@ -299,8 +286,8 @@ def _los_table(name: str, raw: Mapping[str, Any]) -> LosTable:
 
 def from_mapping(data: Mapping[str, Any]) -> IndexTables:
     """Index tables from parsed TOML; a malformed table raises ``ValueError`` here, at load."""
-    aqi = _air_table(data["aqi_us"], "i_hi", {})
-    api = _air_table(data["api_my"], "slope", {"aqi_us": aqi})
+    aqi = _air_table(data["aqi_us"], "i_hi")
+    api = _air_table(data["api_my"], "slope")
     nowcast = {
         key: NowcastSpec(
             name=str(e["name"]),
@@ -530,8 +517,8 @@ def api_my(
 
     Keys (any subset): ``pm25``, ``pm10`` (24 h, ug/m3), ``so2`` (24 h, ppb), ``no2`` (1 h, ppb),
     ``o3`` (1 h, ppb), ``co`` (8 h, ppm). Sub-indices follow the DOE's PSI-based equations and
-    are rounded half up; PM2.5 uses the EPA 2024 PM2.5 table and says so in ``sub_tables`` and
-    ``dominant_table`` (the DOE's PM2.5 table is not encoded). ``mark`` is the published
+    are rounded half up; PM2.5 (truncated to 0.1 ug/m3) uses the DOE's PM2.5 table
+    (``doe-api/pm25``, its source in ``index_tables.toml``). ``mark`` is the published
     dominant-pollutant mark, ``&`` when several pollutants share the maximum.
     """
     table = _use(tables).api_my

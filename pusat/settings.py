@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -96,6 +97,10 @@ class Settings(BaseSettings):
     )
     index_every_s: float = Field(
         60.0, gt=0, description="how often ingest derives the indices of completed hours"
+    )
+    city_timezone: str = Field(
+        "Asia/Kuala_Lumpur",
+        description="the city's IANA time zone (off-peak hours of learned free-flow speeds)",
     )
     retention_readings_days: float = Field(
         30.0, ge=0, description="raw readings older than this are removed (0: kept forever)"
@@ -221,6 +226,15 @@ class Settings(BaseSettings):
 
     def link_base(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @field_validator("city_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r} (IANA names: Asia/Kuala_Lumpur)") from e
+        return v
 
     @field_validator("topic_root")
     @classmethod

@@ -108,6 +108,7 @@ class Sensor:
     gateway: str
     form: str  # senml | sdm: how its gateway writes it
     ref: str = ""  # the model object behind it: SUMO edge, SWMM node
+    free_flow_speed: float | None = None  # km/h, traffic loops: their street's speed limit
 
     @property
     def latlon(self) -> tuple[float, float]:
@@ -189,7 +190,11 @@ def build(folder: Path) -> City:
         sid = f"TF-P{d.number:02d}-{per_district[d.number]:02d}"
         gw, form = _gateway_of(d)
         stations.append(LoopStation(sid, edge))
-        sensors.append(Sensor(sid, "traffic", d.name, x, y, TRAFFIC_QUANTITIES, gw, form, edge.id))
+        sensors.append(
+            Sensor(
+                sid, "traffic", d.name, x, y, TRAFFIC_QUANTITIES, gw, form, edge.id, edge.speed_kmh
+            )
+        )
     for node, sid, x, y in WETLAND_NODES:
         d = district_at(ds, x, y)
         sensors.append(

@@ -133,17 +133,18 @@ def meta(catalogue: Catalogue, gateway: Gateway) -> bytes:
             c = catalogue.get(q)
             if c is not None:
                 units[q] = c.unit
-        sensors.append(
-            {
-                "id": s.id,
-                "domain": s.domain,
-                "district": s.district,
-                "lat": lat,
-                "lon": lon,
-                "quantities": list(s.quantities),
-                "units": units,
-                "name": f"{s.district} {s.domain} {s.id}",
-                "simulated": True,
-            }
-        )
+        entry: dict[str, object] = {
+            "id": s.id,
+            "domain": s.domain,
+            "district": s.district,
+            "lat": lat,
+            "lon": lon,
+            "quantities": list(s.quantities),
+            "units": units,
+            "name": f"{s.district} {s.domain} {s.id}",
+            "simulated": True,
+        }
+        if s.free_flow_speed is not None:
+            entry["free_flow_speed"] = s.free_flow_speed
+        sensors.append(entry)
     return orjson.dumps({"sensors": sensors})

@@ -41,6 +41,7 @@ class Edge:
     shape: tuple[tuple[float, float], ...]  # city metres (x east, y north)
     source: bool  # starts at the network's fringe: vehicles enter here
     sink: bool  # ends at the fringe: vehicles leave here
+    speed_kmh: float = 50.0  # the street's speed limit: its free-flow speed
 
     @property
     def middle(self) -> tuple[float, float]:
@@ -110,6 +111,7 @@ def read_network(path: Path) -> RoadNetwork:
                 shape=tuple((float(x) - cx, float(y) - cy) for x, y in e.getShape()),
                 source=e.getFromNode().getType() == "dead_end",
                 sink=e.getToNode().getType() == "dead_end",
+                speed_kmh=round(float(e.getSpeed()) * 3.6, 1),  # SUMO gives m/s
             )
         )
     return RoadNetwork(path, tuple(edges))

@@ -1071,3 +1071,25 @@ def test_sdm_malformed_json(payload: bytes) -> None:
 def test_sdm_wrong_top_level(doc: object) -> None:
     d = sdm.decode(enc(doc), NOW)
     assert d.readings == [] and why(d) == [(BAD_PAYLOAD, None)]
+
+
+def test_meta_free_flow_speed_is_a_checked_number() -> None:
+    from ingest.meta import parse_meta
+
+    def one_sensor(extra: dict[str, object]) -> bytes:
+        return orjson.dumps({"sensors": [{"id": "TR-1", "domain": "traffic", **extra}]})
+
+    sensors, rejected = parse_meta(one_sensor({"free_flow_speed": 60}), "gw")
+    assert not rejected and sensors[0].attributes == {"free_flow_speed": 60.0}
+    sensors, _ = parse_meta(one_sensor({}), "gw")
+    assert "free_flow_speed" not in sensors[0].attributes
+    for bad, message in [
+        ("fast", "must be a number"),
+        (True, "must be a number"),
+        (0, "outside"),
+        (-30, "outside"),
+        (16.67 * 3.6 * 10, "outside"),  # a unit slip
+    ]:
+        sensors, rejected = parse_meta(one_sensor({"free_flow_speed": bad}), "gw")
+        assert sensors == [] and len(rejected) == 1, bad
+        assert rejected[0].reason == "bad_meta" and message in rejected[0].detail, bad

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -82,9 +83,9 @@ def test_indices_for_completed_hours(database_url: str) -> None:
     }
     # PM2.5 NowCast of a steady 40 ug/m3 is 40: AQI band 101-150 over 35.5-55.4
     assert got[("AQ-1", "aqi_us")] == (112.0, "epa-aqi-2024", "epa-aqi-2024/pm25")
-    # the API's PM2.5 sub-index borrows the EPA table and says so
-    assert got[("AQ-1", "api_my")][0] == 112.0
-    assert got[("AQ-1", "api_my")][2] == "epa-aqi-2024/pm25"
+    # the API's PM2.5 sub-index is the DOE's: 51 + (40 - 12.1) x 0.7741 = 72.6
+    assert got[("AQ-1", "api_my")][0] == 73.0
+    assert got[("AQ-1", "api_my")][2] == "doe-api/pm25"
     assert got[("WQ-1", "wqi_my")][0] == pytest.approx(91.9, abs=0.1)
     assert got[("WQ-1", "wqi_class")][0] == 2.0  # class II
     assert got[("WQ-1", "wqi_my")][1] == "doe-wqi"
@@ -92,6 +93,7 @@ def test_indices_for_completed_hours(database_url: str) -> None:
     assert got[("LOOP-1", "los")][:2] == (3.0, "hcm-urban-street")
     detail = rows(database_url, "SELECT detail FROM derived WHERE quantity = 'los'")[0][0]
     assert json.loads(json.dumps(detail))["free_flow_speed"] == 50.0
+    assert json.loads(json.dumps(detail))["free_flow_source"] == "declared"
 
 
 def test_each_partition_derives_its_own_gateways_indices(database_url: str) -> None:
@@ -116,3 +118,53 @@ def test_each_partition_derives_its_own_gateways_indices(database_url: str) -> N
             f"AQ-{g}" for g in gateways if topics.gateway_partition(g, 2) == k
         }
     assert stations[(1, 2)] and stations[(2, 2)]  # both partitions own some of these
+
+
+def test_los_free_flow_is_declared_else_learned_else_the_default(database_url: str) -> None:
+    """A loop that declares its free-flow speed is judged against it; one that does not learns
+    it from the 85th percentile of its hourly off-peak (22:00-05:00 city time) means of the
+    last week; one without enough history falls back to 50 km/h. The row says which."""
+    now = datetime.now(UTC)
+    end = (int(now.timestamp() * 1e6) - 5 * 60_000_000) // HOUR_US * HOUR_US
+    week = [end - HOUR_US * k for k in range(7 * 24 - 1, 0, -1)]
+    city = ZoneInfo("Asia/Kuala_Lumpur")
+
+    def off_peak(h: int) -> bool:
+        hour = datetime.fromtimestamp(h / 1e6, UTC).astimezone(city).hour
+        return hour >= 22 or hour < 5
+
+    speed = {h: 50.0 + k % 11 if off_peak(h) else 25.0 + k % 7 for k, h in enumerate(week)}
+    with psycopg.connect(database_url) as conn:
+        w = Writer(conn)
+        meta = [
+            SensorMeta("LOOP-D", "gw", "traffic", attributes={"free_flow_speed": 60.0}),
+            SensorMeta("LOOP-L", "gw", "traffic"),
+            SensorMeta("LOOP-N", "gw", "traffic"),
+        ]
+        commit(w, Batch(readings=hourly("x", {}, []), sensors=meta))
+        for sensor in ("LOOP-D", "LOOP-L"):
+            for h in week:
+                commit(w, Batch(hourly(sensor, {"speed": speed[h]}, [h])))
+        commit(w, Batch(hourly("LOOP-N", {"speed": 40.0}, week[-3:])))
+        with conn.transaction(), conn.cursor() as cur:
+            batch = Derived(catalogue.load()).due(cur, now)
+        assert batch is not None
+        commit(w, batch)
+    got = {
+        s: json.loads(json.dumps(d))
+        for s, d in rows(
+            database_url,
+            "SELECT sensor_id, detail FROM derived WHERE quantity = 'los' AND ts = %s",
+            (datetime.fromtimestamp(week[-1] / 1e6, UTC),),
+        )
+    }
+    learned = float(np.percentile([v for h, v in speed.items() if off_peak(h)], 85))
+    assert got["LOOP-D"]["free_flow_source"] == "declared"
+    assert got["LOOP-D"]["free_flow_speed"] == 60.0
+    assert got["LOOP-L"]["free_flow_source"] == "learned"
+    assert got["LOOP-L"]["free_flow_speed"] == pytest.approx(learned)
+    assert got["LOOP-L"]["free_flow_hours"] == sum(map(off_peak, week))
+    assert got["LOOP-L"]["measure"] == pytest.approx(100 * speed[week[-1]] / learned)
+    assert got["LOOP-N"]["free_flow_source"] == "default"
+    assert got["LOOP-N"]["free_flow_speed"] == 50.0
+    assert got["LOOP-N"]["measure"] == pytest.approx(80.0)

@@ -401,13 +401,41 @@ def test_api_several_pollutants_share_the_maximum() -> None:
     assert str(r.dominant) == "pm10,co"
 
 
-def test_api_pm25_names_the_epa_table() -> None:
-    r = ix.api_my({"pm25": 60.0, "pm10": 40})
-    assert r.sub_tables["pm25"] == "epa-aqi-2024/pm25"
-    assert r.sub_tables["pm10"] == "doe-api-psi/pm10"
-    assert one(r.sub["pm25"]) == 154  # the EPA value, not a DOE one
-    assert str(r.dominant_table) == "epa-aqi-2024/pm25"
-    assert str(r.mark) == "**"
+# The DOE's PM2.5 sub-index worked by hand from its published equations (index_tables.toml names
+# the source), at both ends of every band, between them, past the top and on the 0.1 steps.
+@pytest.mark.parametrize(
+    ("pm25", "expected", "category"),
+    [
+        (0.0, 0, 1),
+        (6.0, 25, 1),  # 6 x 4.1667 = 25.0
+        (12.0, 50, 1),  # 12 x 4.1667 = 50.0
+        (12.05, 50, 1),  # truncated to 12.0
+        (12.1, 51, 2),
+        (40.0, 73, 2),  # 51 + 27.9 x 0.7741 = 72.6
+        (75.4, 100, 2),  # 51 + 63.3 x 0.7741 = 100.0
+        (75.5, 101, 3),
+        (100.0, 133, 3),  # 101 + 24.5 x 1.3218 = 133.4
+        (150.4, 200, 3),  # 101 + 74.9 x 1.3218 = 200.0
+        (150.5, 201, 4),
+        (200.0, 250, 4),  # 201 + 49.5 x 0.9909 = 250.0
+        (250.4, 300, 4),  # 201 + 99.9 x 0.9909 = 299.99
+        (250.5, 301, 5),
+        (300.0, 350, 5),  # 301 + 49.5 x 0.9909 = 350.0
+        (350.4, 400, 5),
+        (350.5, 401, 5),
+        (400.0, 434, 5),  # 401 + 49.5 x 0.6604 = 433.7
+        (500.4, 500, 5),  # 401 + 149.9 x 0.6604 = 499.99
+        (600.0, 566, 5),  # the last line goes on: 401 + 249.5 x 0.6604 = 565.8, an emergency
+    ],
+)
+def test_api_pm25_is_the_doe_table(pm25: float, expected: int, category: int) -> None:
+    r = ix.api_my({"pm25": pm25, "pm10": 0})
+    assert (one(r.sub["pm25"]), one(r.value), one(r.category)) == (expected, expected, category)
+    assert r.sub_tables["pm25"] == "doe-api/pm25"
+    if expected > 0:
+        assert str(r.dominant_table) == "doe-api/pm25"
+        assert str(r.mark) == "**"
+    assert bool(r.emergency) == (expected > 500)
 
 
 @pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf])
@@ -732,8 +760,8 @@ def test_a_corrected_table_is_a_data_change() -> None:
 
 def test_malformed_tables_fail_at_load() -> None:
     data = copy.deepcopy(shipped())
-    data["api_my"]["input"]["pm25"]["table"] = "doe-api-psi/pm25"  # must name what it borrows
-    with pytest.raises(ValueError, match="borrows"):
+    data["api_my"]["input"]["pm25"]["segments"][2][0] = 12.0  # below the band before it
+    with pytest.raises(ValueError, match="ascend"):
         ix.from_mapping(data)
     data = copy.deepcopy(shipped())
     data["aqi_us"]["input"]["co"]["above"] = "guess"

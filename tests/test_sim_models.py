@@ -79,6 +79,23 @@ def test_same_seed_same_readings_other_seed_others() -> None:
 
 
 @needs_sim
+def test_traffic_loops_declare_their_streets_free_flow_speed() -> None:
+    """The city's streets are 60 km/h (SUMO's network): each loop's meta says so, in the form
+    ingest accepts, so its level of service is not judged against the 50 km/h default."""
+    from ingest.meta import parse_meta
+
+    _, sink = dry_run("city", duration=60.0)
+    declared = {}
+    for gw, payload in sink.opened.items():
+        sensors, rejected = parse_meta(payload, gw)
+        assert rejected == []
+        declared |= {s.sensor_id: s.attributes.get("free_flow_speed") for s in sensors}
+    loops = {s: v for s, v in declared.items() if s.startswith("TF-")}
+    assert loops and set(loops.values()) == {60.0}
+    assert all(v is None for s, v in declared.items() if not s.startswith("TF-"))
+
+
+@needs_sim
 def test_monsoon_storm_raises_the_wetland_and_spoils_its_water() -> None:
     sc = scenario.load("monsoon-storm")
     _, sink = dry_run("wetland", scenario=sc, duration=5 * 3600.0, seed=1)
