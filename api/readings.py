@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from api import export
 from api import series as ts
 from api.auth import Viewer
-from api.errors import responses
+from api.errors import bad_request, responses
 from api.params import DURATION_PATTERN, csv_list, duration_s, window
 from api.state import ApiState, get_state
 from api.tables import Format, openapi_content, respond
@@ -31,6 +31,7 @@ EXAMPLE = {
         "fill": "null",
         "max_gap_s": None,
         "buckets": 2,
+        "group": "sensor",
         "series": [{"sensor_id": "AQ-P8-01", "quantity": "pm25", "unit": "ug/m3"}],
     },
     "before": [
@@ -139,6 +140,14 @@ async def readings(
     before: Annotated[
         bool, Query(description="also give each series' last reading before the window")
     ] = True,
+    group: Annotated[
+        ts.Group,
+        Query(
+            description="sensor: a series per sensor and quantity; district or domain: each"
+            " quantity merged over the selected sensors of each district or domain (the mean"
+            " weighted by readings; needs buckets)"
+        ),
+    ] = ts.Group.sensor,
     format: Annotated[
         Format,
         Query(
@@ -161,6 +170,11 @@ async def readings(
     sensor, a district, a domain) can be exported, with no `PUSAT_API_MAX_POINTS` limit and in
     constant memory; JSON (one document) and bucketed answers keep the limit.
     `pd.read_json(url, lines=True)` reads JSON lines.
+
+    District and city panels: `group=district` (or `domain`) merges each quantity over the
+    selected sensors of each district, one series per district and quantity, in a column named
+    after the group instead of `sensor_id`: the mean is weighted by readings, min and max are
+    over all, counts and sums add. The answer stays as small as one sensor's.
     """
     s, e = window(start, end, timedelta(hours=24))
     ask = ts.Ask(
@@ -178,14 +192,24 @@ async def readings(
     tier = await state.tier()
     async with state.pool.connection() as conn:
         found = await ts.resolve(conn, sel)
-        plan = ts.make_plan(ask, found, state.catalogue, state.settings.api_max_points)
+        grouping = None if group is ts.Group.sensor else ts.group_series(found, group)
+        answered = found if grouping is None else grouping.groups
+        plan = ts.make_plan(ask, answered, state.catalogue, state.settings.api_max_points)
+        if grouping is not None and plan.step_s is None:
+            raise bad_request(f"group={group.value} merges buckets: give a step or points")
         if plan.step_s is None and format is not Format.json:
             # Raw readings as stored, streamed: only the empty head is made here.
             prior = await ts.before_window(conn, plan, found) if before else []
             result = ts.Result(plan, found, ts.raw_table([], plan, found), prior)
         else:
             result = await ts.fetch(
-                conn, plan, found, tier.bucket_function, state.settings.api_max_points, before
+                conn,
+                plan,
+                found,
+                tier.bucket_function,
+                state.settings.api_max_points,
+                before,
+                grouping,
             )
     query = ts.describe(result, tier.name)
     table = result.table

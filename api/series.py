@@ -60,6 +60,15 @@ class Resolution(StrEnum):
     hour = "1h"
 
 
+class Group(StrEnum):
+    """What one answered series is: a sensor's quantity, or one quantity merged over the
+    selected sensors of each district or domain."""
+
+    sensor = "sensor"
+    district = "district"
+    domain = "domain"
+
+
 class Fill(StrEnum):
     null = "null"
     none = "none"
@@ -85,6 +94,39 @@ class SeriesRef:
     sensor_id: str
     quantity: str
     unit: str | None
+    district: str | None = None
+    domain: str | None = None
+    sensors: int = 1  # how many sensors' series it stands for (more when grouped)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Series merged per (district or domain, quantity): ``members[i]`` is the group of the
+    selection's series ``i``; ``groups`` are the answered series (their ``sensor_id`` holds the
+    district or domain)."""
+
+    by: Group
+    groups: list[SeriesRef]
+    members: list[int]
+
+
+def group_series(series: Sequence[SeriesRef], by: Group) -> Grouping:
+    keys: dict[tuple[str | None, str], int] = {}
+    members: list[int] = []
+    counts: list[int] = []
+    units: list[str | None] = []
+    for s in series:
+        key = (s.district if by is Group.district else s.domain, s.quantity)
+        if key not in keys:
+            keys[key] = len(keys)
+            counts.append(0)
+            units.append(s.unit)
+        members.append(keys[key])
+        counts[keys[key]] += 1
+    groups = [
+        SeriesRef(k, label or "", q, units[k], sensors=counts[k]) for (label, q), k in keys.items()
+    ]
+    return Grouping(by, groups, members)
 
 
 @dataclass(frozen=True)
@@ -133,6 +175,7 @@ class Result:
     series: list[SeriesRef]
     table: Table
     before: list[dict[str, Any]] = field(default_factory=list)
+    group: Group = Group.sensor
 
 
 # -- choosing the series -----------------------------------------------------------------------
@@ -157,7 +200,8 @@ async def resolve(conn: psycopg.AsyncConnection[Any], sel: Selection) -> list[Se
         where.append("s.domain = %s")
         params.append(sel.domain)
     cur = await conn.execute(
-        "SELECT se.series_id, se.sensor_id, se.quantity, se.unit FROM series se"
+        "SELECT se.series_id, se.sensor_id, se.quantity, se.unit, s.district, s.domain"
+        " FROM series se"
         f" JOIN sensors s USING (sensor_id) WHERE {' AND '.join(where)}"
         " ORDER BY se.sensor_id, se.quantity",
         params,
@@ -335,6 +379,26 @@ def sql_for(plan: Plan, bucket_function: str) -> str:
     )
 
 
+def grouped_sql(plan: Plan, bucket_function: str) -> str:
+    """The query of a grouped plan: like ``sql_for``, but each row merges every member series of
+    a group (``%(series)s`` the members' ids, ``%(groups)s`` their group numbers), so the mean
+    is weighted by readings across sensors. Rows are (group, time, aggregates...), or (time,
+    aggregates...) for one group."""
+    if plan.step_s is None:
+        raise ValueError("a grouped plan has buckets")
+    one = plan.series == 1
+    k, group = ("", "1") if one else ("g.k, ", "1, 2")
+    raw = plan.resolution is Resolution.raw
+    col = "ts" if raw else "bucket"
+    bucket = f"{bucket_function}(%(step)s::interval, {col}, '1970-01-01T00:00:00Z'::timestamptz)"
+    cols = ", ".join((_RAW_AGG if raw else _MERGE_AGG)[a] for a in plan.aggs)
+    return (
+        f"SELECT {k}{bucket}, {cols} FROM {plan.table}"
+        " JOIN unnest(%(series)s::int[], %(groups)s::int[]) AS g(series_id, k) USING (series_id)"
+        f" WHERE {col} >= %(start)s AND {col} < %(end)s GROUP BY {group}"
+    )
+
+
 async def query_rows(
     conn: psycopg.AsyncConnection[Any], query: str, params: Mapping[str, Any] | Sequence[Any]
 ) -> list[tuple[Any, ...]]:
@@ -384,8 +448,21 @@ async def fetch(
     bucket_function: str,
     max_points: int,
     before: bool = True,
+    grouping: Grouping | None = None,
 ) -> Result:
+    """The answer of a plan made for ``series``, or, with ``grouping``, for its groups (then
+    without the readings before the window: they belong to sensors, not to groups)."""
     ids = [s.series_id for s in series]
+    if grouping is not None:
+        params = {
+            **params_for(plan, list(range(plan.series)), 0),
+            "series": ids,
+            "groups": grouping.members,
+        }
+        found = await query_rows(conn, grouped_sql(plan, bucket_function), params)
+        index, times, data = _arrays(found, plan, grouping.groups)
+        table = _bucket_table(index, times, data, plan, grouping.groups, {}, grouping.by.value)
+        return Result(plan, grouping.groups, table, [], grouping.by)
     params = params_for(plan, ids, max_points + 1)
     found = await query_rows(conn, sql_for(plan, bucket_function), params)
     previous: dict[int, tuple[datetime, float]] = {}
@@ -483,10 +560,12 @@ def raw_table(found: Sequence[tuple[Any, ...]], plan: Plan, series: Sequence[Ser
     return _raw_table(index, times, data[:, 0], series)
 
 
-def _labels(series: Sequence[SeriesRef], index: npt.NDArray[np.int64]) -> list[Column]:
+def _labels(
+    series: Sequence[SeriesRef], index: npt.NDArray[np.int64], key: str = "sensor_id"
+) -> list[Column]:
     rows = index.tolist()
     return [
-        Column("sensor_id", "text", [series[i].sensor_id for i in rows]),
+        Column(key, "text", [series[i].sensor_id for i in rows]),
         Column("quantity", "text", [series[i].quantity for i in rows]),
         Column("unit", "text", [series[i].unit for i in rows]),
     ]
@@ -510,6 +589,7 @@ def _bucket_table(
     plan: Plan,
     series: Sequence[SeriesRef],
     previous: dict[int, tuple[datetime, float]],
+    key: str = "sensor_id",
 ) -> Table:
     assert plan.step_s is not None
     step_us = plan.step_s * US
@@ -532,7 +612,7 @@ def _bucket_table(
     si, bi = np.nonzero(keep)  # row-major: by series, then time
     cols = [
         Column("ts", "time", start_us + bi.astype(np.int64) * step_us),
-        *_labels(series, si.astype(np.int64)),
+        *_labels(series, si.astype(np.int64), key),
     ]
     for k, a in enumerate(plan.aggs):
         v = grid[si, bi, k]
@@ -587,8 +667,16 @@ def describe(result: Result, database_tier: str) -> dict[str, Any]:
         "fill": p.fill.value if p.step_s else None,
         "max_gap_s": p.max_gap_s,
         "buckets": p.buckets,
+        "group": result.group.value,
         "series": [
             {"sensor_id": s.sensor_id, "quantity": s.quantity, "unit": s.unit}
+            if result.group is Group.sensor
+            else {
+                result.group.value: s.sensor_id,
+                "quantity": s.quantity,
+                "unit": s.unit,
+                "sensors": s.sensors,
+            }
             for s in result.series
         ],
     }

@@ -295,6 +295,7 @@ def _requests() -> dict[str, Callable[[int, list[str], str], tuple[str, dict[str
                 "quantity": "flow",
                 "start": _since(24),
                 "points": "300",
+                "group": "district",  # the district's flow as one series, merged in the database
                 "before": "false",
             },
         ),

@@ -281,6 +281,51 @@ def test_district_and_domain_select_series(
 
 
 @pytest.mark.parametrize(
+    ("step", "table"),
+    [("2h", "rollup_1h"), ("1h", "rollup_1h"), ("15m", "rollup_1m"), ("90s", "readings")],
+)
+def test_a_group_merges_its_sensors_exactly(
+    api: Api,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    step: str,
+    table: str,
+) -> None:
+    """group=domain: one series for all the air sensors, its aggregates those of their readings
+    taken together (the mean weighted by readings, not a mean of means); group=district: one
+    per district, each here the one sensor it holds."""
+    start, end = T0 + timedelta(hours=6), T0 + timedelta(hours=30)
+    span = {"start": start.isoformat(), "end": end.isoformat(), "step": step, "agg": AGGS}
+    d = doc(api, domain="air", quantity="pm25", group="domain", **span)
+    q = d["query"]
+    assert q["table"] == table and q["group"] == "domain"
+    assert q["series"] == [{"domain": "air", "quantity": "pm25", "unit": "ug/m3", "sensors": 2}]
+    ts = np.concatenate([data["AQ-1"][0], data["AQ-2"][0]])
+    v = np.concatenate([data["AQ-1"][1], data["AQ-2"][1]])
+    want = expected(ts, v, start, q["step_s"], q["buckets"])
+    frame = pd.DataFrame(d["data"])
+    assert len(frame) == q["buckets"] and (frame["domain"] == "air").all()
+    assert "sensor_id" not in frame
+    for k in ("mean", "min", "max", "sum", "count"):  # first/last: ties between the sensors
+        got = frame[k].to_numpy(dtype=float)
+        np.testing.assert_allclose(got, want[k].astype(float), rtol=1e-9, err_msg=k)
+    a, b = (expected(*data[s], start, q["step_s"], q["buckets"])["mean"] for s in ("AQ-1", "AQ-2"))
+    both = np.isfinite(a) & np.isfinite(b)
+    assert both.any()
+    assert not np.allclose(frame["mean"].to_numpy(dtype=float)[both], ((a + b) / 2)[both])
+
+    per = doc(api, domain="air", quantity="pm25", group="district", **span)
+    alone = {s: doc(api, sensor=s, quantity="pm25", **span)["data"] for s in ("AQ-1", "AQ-2")}
+    by_district = pd.DataFrame(per["data"]).groupby("district")
+    for district, sid in (("Presint 8", "AQ-1"), ("Presint 9", "AQ-2")):
+        mine = by_district.get_group(district)
+        theirs = pd.DataFrame(alone[sid])
+        for k in ("mean", "min", "max", "sum", "count", "first", "last"):
+            np.testing.assert_allclose(
+                mine[k].to_numpy(dtype=float), theirs[k].to_numpy(dtype=float), err_msg=k
+            )
+
+
+@pytest.mark.parametrize(
     "shape",
     [
         {"step": "1h"},  # hourly rows as they are
@@ -349,6 +394,8 @@ def test_one_series_answers_as_it_does_among_several(
         ({"sensor": "AQ-1", "step": "90s", "resolution": "1m"}, 400, "whole number"),
         ({"sensor": "AQ-1", "resolution": "raw", "fill": "previous"}, 400, "needs buckets"),
         ({"sensor": "AQ-1", "points": 10_000_000}, 400, "points must be at most"),
+        ({"domain": "air", "group": "district", "resolution": "raw"}, 400, "merges buckets"),
+        ({"domain": "air", "group": "street"}, 422, "district"),
         ({"sensor": "AQ-1", "step": "0m"}, 400, "longer than zero"),
         ({"sensor": "AQ-1", "step": "soon"}, 422, "pattern"),
         ({"sensor": "AQ-1", "format": "xlsx"}, 422, "json"),
