@@ -18,6 +18,7 @@ from api import alerts, errors, health, latest, live, quarantine, readings, sens
 from api.auth import TokenCache
 from api.hub import Hub
 from api.metrics import ApiMetrics
+from api.snapshot import Snapshots
 from api.state import ApiState
 from processing import catalogue as catalogue_module
 from processing.catalogue import Catalogue
@@ -113,6 +114,10 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
             metrics=metrics,
             tokens=TokenCache(settings.api_token_cache_s),
             hub=hub,
+            snapshots=Snapshots(
+                settings.api_latest_snapshot_s,
+                lambda key: metrics.snapshot_builds.labels(str(key[0])).inc(),
+            ),
         )
         hub.start()
         try:

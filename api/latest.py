@@ -17,7 +17,7 @@ from api.params import csv_list
 from api.sensors import filters
 from api.series import query_rows, unix_us
 from api.state import ApiState, get_state
-from api.tables import Column, Format, Table, json_rows, respond
+from api.tables import MEDIA, Column, Format, Table, headers_for, json_rows, respond
 
 router = APIRouter(prefix="/api/v1", tags=["latest"])
 
@@ -111,13 +111,29 @@ async def latest(
     format: Annotated[Format, Query(description="json, csv or parquet")] = Format.json,
 ) -> Any:
     """Latest moves only forward in event time: a late reading never replaces a newer one.
-    `age_s` is how old the value is; `stale` flags a series silent for five periods."""
+    `age_s` is how old the value is; `stale` flags a series silent for five periods.
+
+    The answer is a snapshot shared by every client asking the same (`PUSAT_API_LATEST_SNAPSHOT_S`,
+    default 1 s): its `Age` header says how old it is, and `age_s` was worked out when it was
+    made."""
     quantities = csv_list(quantity)
-    where, params = filters(domain, district, [], bbox, provisioned, None, csv_list(sensor))
+    sensors = csv_list(sensor)
+    where, params = filters(domain, district, [], bbox, provisioned, None, sensors)
     if quantities:
         where.append("se.quantity = ANY(%s)")
         params.append(quantities)
-    table = await latest_table(state, where, params)
-    if format is Format.json:
-        return Response(json_rows(table.columns), media_type="application/json")
-    return respond(table, format, "latest")
+
+    async def build() -> tuple[bytes, str, dict[str, str]]:
+        table = await latest_table(state, where, params)
+        if format is Format.json:
+            return json_rows(table.columns), "application/json", {}
+        r = respond(table, format, "latest")
+        return bytes(r.body), MEDIA[format], headers_for(table, format, "latest")
+
+    if state.snapshots.max_age_s == 0:
+        body, media_type, headers = await build()
+        return Response(body, media_type=media_type, headers={**headers, "Age": "0"})
+    key = ("latest", format, tuple(sensors), domain, district, tuple(quantities), bbox, provisioned)
+    snap = await state.snapshots.get(key, build)
+    headers = {**snap.headers, "Age": str(int(state.snapshots.age_s(snap)))}
+    return Response(snap.body, media_type=snap.media_type, headers=headers)

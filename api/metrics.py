@@ -38,6 +38,12 @@ class ApiMetrics:
             ["action"],
             registry=r,
         )
+        self.snapshot_builds = Counter(
+            "pusat_api_snapshot_builds_total",
+            "Shared snapshots worked out (`latest`), by route: far fewer than requests under load",
+            ["route"],
+            registry=r,
+        )
         self.replayed = Counter(
             "pusat_api_quarantine_replayed_total",
             "Quarantined messages republished to the broker for re-ingest",

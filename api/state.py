@@ -14,6 +14,7 @@ from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
 from api.metrics import ApiMetrics
+from api.snapshot import Snapshots
 from processing.catalogue import Catalogue
 from pusat.settings import Settings
 from store import db
@@ -32,6 +33,7 @@ class ApiState:
     metrics: ApiMetrics
     tokens: TokenCache
     hub: Hub
+    snapshots: Snapshots
     _tier: tiers.Tier | None = field(default=None, repr=False)
     _tier_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

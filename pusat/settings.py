@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         ge=1,
         description="raw readings a streamed export reads from its cursor and sends at a time",
     )
+    api_latest_snapshot_s: float = Field(
+        1.0,
+        ge=0,
+        description="clients asking the same `latest` share one snapshot this many seconds old"
+        " at most (0: worked out per request)",
+    )
     api_token_cache_s: float = Field(
         10.0, ge=0, description="how long a checked API token is trusted before a re-check"
     )

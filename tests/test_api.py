@@ -4,6 +4,7 @@ metrics, tokens, and the whole role x endpoint matrix."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -126,6 +127,50 @@ def test_latest_filters_and_formats(city: Api) -> None:
     assert list(frame["sensor_id"]) == ["AQ-P8-01", "AQ-P8-01", "AQ-P9-01"]
     pq = pd.read_parquet(f"{city.url}/api/v1/latest?format=parquet&token={token}")
     assert len(pq) == 6 and str(pq["ts"].dt.tz) == "UTC"
+
+
+def snapshot_builds(api: Api) -> float:
+    for line in api.get("/metrics", role=None).text.splitlines():
+        if line.startswith('pusat_api_snapshot_builds_total{route="latest"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize("max_age_s", [0.0, 600.0])
+def test_latest_is_a_snapshot_shared_by_its_clients(
+    city: Api, settings: Settings, max_age_s: float
+) -> None:
+    """Clients asking the same latest share one build while it is young enough (its Age
+    header says how old); with PUSAT_API_LATEST_SNAPSHOT_S=0 each request works it out."""
+    mine = settings.with_(api_port=free_port(), api_latest_snapshot_s=max_age_s)
+    server = ServerThread(mine).start()
+    try:
+        api = Api(server.url, mine, city.tokens, city.names)
+
+        def pm25() -> float:
+            r = api.get("/api/v1/latest", sensor="AQ-P8-01", quantity="pm25")
+            assert r.status_code == 200 and "Age" in r.headers
+            return float(r.json()[0]["value"])
+
+        assert pm25() == 12.5
+        write(
+            mine.database_url or "", [("AQ-P8-01", "pm25", np.array([now_us()]), np.array([13.0]))]
+        )
+        assert pm25() == (12.5 if max_age_s else 13.0)
+        before = snapshot_builds(api)
+
+        async def many() -> list[int]:
+            headers = {"Authorization": f"Bearer {city.tokens['viewer']}"}
+            async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=60) as c:
+                got = await asyncio.gather(
+                    *(c.get("/api/v1/latest", params={"format": "csv"}) for _ in range(20))
+                )
+            return [r.status_code for r in got]
+
+        assert asyncio.run(many()) == [200] * 20
+        assert snapshot_builds(api) - before == (1 if max_age_s else 0)  # 0: no snapshot
+    finally:
+        server.stop()
 
 
 def test_provision_update_and_bulk_import(city: Api) -> None:

@@ -1,0 +1,97 @@
+"""Shared snapshots of answers too big to work out per request (`latest` for a whole city).
+
+A snapshot is the encoded answer of one request shape (route, filters, format) and when it was
+made. A request gets the snapshot while it is at most ``max_age_s`` old. An older one starts a
+rebuild, one per shape whatever the number of clients, and is still served while that rebuild
+runs, as long as it is younger than ``max_age_s`` plus twice the time the last build took; past
+that, the request waits for the rebuild. So clients polling a 466,666-series `latest` share one
+build every ``max_age_s`` instead of each paying seconds of CPU, and what they get is never older
+than about two builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+    made: float  # the clock when its build started (its data is at least that new)
+    took_s: float  # how long the build took
+
+
+Key = tuple[Hashable, ...]  # (route, what was asked...)
+Build = Callable[[], Awaitable[tuple[bytes, str, dict[str, str]]]]
+
+
+class Snapshots:
+    def __init__(
+        self,
+        max_age_s: float,
+        on_build: Callable[[Key], None],
+        max_entries: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_age_s = max_age_s
+        self.on_build = on_build
+        self.clock = clock
+        self.max_entries = max_entries
+        self._done: OrderedDict[Key, Snapshot] = OrderedDict()
+        self._building: dict[Key, asyncio.Task[Snapshot]] = {}
+
+    async def get(self, key: Key, build: Build) -> Snapshot:
+        """The snapshot of ``key``, made by ``build`` when there is none young enough."""
+        have = self._done.get(key)
+        if have is not None:
+            self._done.move_to_end(key)
+            age = self.age_s(have)
+            if age <= self.max_age_s:
+                return have
+            task = self._rebuild(key, build)
+            if age <= self.max_age_s + 2 * have.took_s:
+                return have  # stale while the rebuild runs
+            return await asyncio.shield(task)
+        return await asyncio.shield(self._rebuild(key, build))
+
+    def age_s(self, snap: Snapshot) -> float:
+        return self.clock() - snap.made
+
+    def _rebuild(self, key: Key, build: Build) -> asyncio.Task[Snapshot]:
+        task = self._building.get(key)
+        if task is None:
+            # shield() above: a client that goes away does not cancel the build the others wait on.
+            task = asyncio.get_running_loop().create_task(self._make(key, build))
+            self._building[key] = task
+            task.add_done_callback(self._finished)
+            self.on_build(key)
+        return task
+
+    async def _make(self, key: Key, build: Build) -> Snapshot:
+        started = self.clock()
+        try:
+            body, media_type, headers = await build()
+        finally:
+            self._building.pop(key, None)
+        snap = Snapshot(body, media_type, headers, started, self.clock() - started)
+        self._done[key] = snap
+        self._done.move_to_end(key)
+        while len(self._done) > self.max_entries:
+            self._done.popitem(last=False)
+        return snap
+
+    @staticmethod
+    def _finished(task: asyncio.Task[Snapshot]) -> None:
+        # A failed build reaches the requests that waited for it; one that only stale readers
+        # started would otherwise fail unseen.
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("snapshot build failed: %s", task.exception())
