@@ -1,6 +1,6 @@
 """Alarms: list and filter, one alarm, its audit trail, and the operator's actions on it.
 
-The actions call store.alerts (acknowledge, shelve, close) inside one transaction with the
+The actions call store.alerts (acknowledge, shelve, unshelve, close) inside one transaction with the
 token's name as the actor; a state an action does not apply to is a 409, an unknown alarm a
 404, each with store.alerts' message. Each action sends NOTIFY so live walls update at once.
 """
@@ -75,6 +75,12 @@ class Alert(BaseModel):
     cleared_at: datetime | None = None
     closed_at: datetime | None = None
     shelved_until: datetime | None = None
+    shelved_by: str | None = Field(
+        None,
+        examples=["operator-ana"],
+        description="who shelved it, while shelved: a token's name, or alertmanager:<createdBy>"
+        " for a silence made in Alertmanager",
+    )
     updated_at: datetime
     domain: str | None = Field(None, examples=["air"])
     district: str | None = Field(None, examples=["Presint 8"])
@@ -338,6 +344,29 @@ async def shelve(
         alert_id,
         "shelve",
         lambda cur: lifecycle.shelve(cur, alert_id, until, principal.name, body.comment),
+    )
+
+
+@router.post(
+    "/alerts/{alert_id}/unshelve",
+    response_model=Alert,
+    summary="End an alarm's shelving before its expiry",
+    responses=responses(401, 403, 404, 409, 503),
+)
+async def unshelve(
+    alert_id: AlertId,
+    principal: Operator,
+    state: Annotated[ApiState, Depends(get_state)],
+    body: ActionIn | None = None,
+) -> dict[str, Any]:
+    """A shelved alarm returns to active if its condition still holds, or closes, as at its
+    expiry (the notifier expires the Alertmanager silence made for the shelving)."""
+    comment = body.comment if body else ""
+    return await _act(
+        state,
+        alert_id,
+        "unshelve",
+        lambda cur: lifecycle.unshelve(cur, alert_id, principal.name, comment),
     )
 
 

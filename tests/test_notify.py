@@ -448,3 +448,250 @@ def test_escalate_after_is_parsed_from_the_rules_file() -> None:
     assert rules.escalations(parsed) == {"water_level:threshold-above:critical": 600.0}
     with pytest.raises(rules.RuleError, match="escalate_after"):
         rules.parse('[[rule]]\nquantity = "ph"\nbelow = 6\nescalate_after = "soon"\n', "t")
+
+
+# -- the lifecycle through the HTTP API, in step with Alertmanager ------------------------------
+
+
+class Api:
+    """The real API server on the test's database, with an operator token."""
+
+    def __init__(self, settings: Settings) -> None:
+        from api.server import ServerThread
+        from tests.test_api_support import make_tokens
+
+        assert settings.database_url is not None
+        self.settings = settings.with_(api_port=free_port(), api_token_cache_s=0.0)
+        self.tokens, self.names = make_tokens(settings.database_url)
+        self.server = ServerThread(self.settings).start()
+        self.url = self.server.url
+
+    def call(self, method: str, path: str, role: str = "operator", **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"}
+        r = httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    a = Api(settings)
+    yield a
+    a.stop()
+
+
+def am_state(am: Alertmanager, alert_id: int) -> str | None:
+    found = am.alerts(alert_id=str(alert_id))
+    return str(found[0]["status"]["state"]) if found else None
+
+
+@needs_alertmanager
+def test_shelving_and_unshelving_through_the_api_keep_alertmanager_silences_in_step(
+    worker: object,
+    publisher: Publisher,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    api: Api,
+) -> None:
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    operator = api.names["operator"]
+    try:
+        provision(url, "AQ-L", "Presint 14")
+        alert_id = raise_pm25(publisher, s, "AQ-L")
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="the alert")
+        path = f"/api/v1/alerts/{alert_id}"
+
+        # Shelved on the API: a silence until shelved_until, by the token's name.
+        a = api.call("POST", f"{path}/shelve", json={"duration": "2h", "comment": "roadworks"})
+        assert (a["state"], a["shelved_by"]) == ("shelved", operator)
+        silence = wait_for(alertmanager.silences, what="the silence")[0]
+        assert silence["createdBy"] == f"pusat:{operator}" and silence["comment"] == "roadworks"
+        ends = datetime.fromisoformat(silence["endsAt"])  # Alertmanager keeps milliseconds
+        assert abs(ends - datetime.fromisoformat(a["shelved_until"])) < timedelta(milliseconds=1)
+        wait_for(lambda: am_state(alertmanager, alert_id) == "suppressed", what="suppressed")
+
+        # Unshelved on the API: the silence is expired, the alert is no longer suppressed.
+        a = api.call("POST", f"{path}/unshelve", json={"comment": "works finished"})
+        assert (a["state"], a["shelved_by"], a["shelved_until"]) == ("active", None, None)
+        wait_for(lambda: not alertmanager.silences(), what="the silence expired")
+        assert [x["id"] for x in alertmanager.silences("expired")] == [silence["id"]]
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="firing again")
+        r = httpx.post(
+            api.url + f"{path}/unshelve",
+            headers={"Authorization": f"Bearer {api.tokens['operator']}"},
+        )
+        assert r.status_code == 409 and "not shelved" in r.json()["detail"]
+        r = httpx.post(
+            api.url + f"{path}/unshelve",
+            headers={"Authorization": f"Bearer {api.tokens['viewer']}"},
+        )
+        assert r.status_code == 403
+
+        # Shelved for a moment: at its expiry the tick returns it to active, the silence ends.
+        until = datetime.now(UTC) + timedelta(seconds=3)
+        api.call("POST", f"{path}/shelve", json={"until": until.isoformat()})
+        wait_for(lambda: len(alertmanager.silences()) == 1, what="the short silence")
+        wait_for(lambda: state_of(url, alert_id) == "active", what="the shelving expired")
+        wait_for(lambda: not alertmanager.silences(), what="the short silence over")
+        assert len(alertmanager.silences("expired")) == 2
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="firing again")
+        trail = [(e["event"], e["to_state"], e["actor"]) for e in api.call("GET", f"{path}/events")]
+        assert trail[-4:] == [
+            ("shelve", "shelved", operator),
+            ("unshelve", "active", operator),
+            ("shelve", "shelved", operator),
+            ("settle", "active", "system"),
+        ]
+    finally:
+        notifier.stop()
+
+
+@needs_alertmanager
+def test_a_silence_made_in_alertmanager_shows_on_the_api_as_shelved_by_its_author(
+    worker: object,
+    publisher: Publisher,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    api: Api,
+) -> None:
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-M", "Presint 15")
+        alert_id = raise_pm25(publisher, s, "AQ-M")
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="the alert")
+        now = datetime.now(UTC)
+        httpx.post(
+            f"{alertmanager.url}/api/v2/silences",
+            json={
+                "matchers": [{"name": "sensor", "value": "AQ-M", "isRegex": False}],
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(hours=1)).isoformat(),
+                "createdBy": "duty-officer",
+                "comment": "sensor maintenance",
+            },
+        ).raise_for_status()
+        path = f"/api/v1/alerts/{alert_id}"
+        a = wait_for(
+            lambda: (x := api.call("GET", path, role="viewer"))["state"] == "shelved" and x,
+            what="shelved on the API",
+        )
+        assert a["shelved_by"] == "alertmanager:duty-officer"
+        last = api.call("GET", f"{path}/events", role="viewer")[-1]
+        assert (last["event"], last["actor"], last["comment"]) == (
+            "shelve",
+            "alertmanager:duty-officer",
+            "sensor maintenance",
+        )
+        listed = api.call("GET", "/api/v1/alerts", role="viewer", params={"state": "shelved"})
+        assert [(x["id"], x["shelved_by"]) for x in listed] == [
+            (alert_id, "alertmanager:duty-officer")
+        ]
+    finally:
+        notifier.stop()
+
+
+@needs_alertmanager
+def test_acknowledging_on_the_api_shows_in_alertmanager_and_stops_escalation(
+    publisher: Publisher, settings: Settings, alertmanager: Alertmanager, api: Api, tmp_path: Path
+) -> None:
+    url = settings.database_url
+    assert url
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        '[[rule]]\nquantity = "pm25"\nkind = "threshold"\nabove = 55.4\nclear = 45.0\n'
+        'for = "2m"\nseverity = "warning"\nmessage = "PM2.5 unhealthy"\nescalate_after = "4s"\n'
+    )
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1, rules=rules_file)
+    from tests.conftest import RunningWorker
+
+    worker = RunningWorker(s).start()
+    notifier = RunningNotifier(s)
+    try:
+        acked = raise_pm25(publisher, s, "AQ-N1")
+        left = raise_pm25(publisher, s, "AQ-N2")
+        a = api.call("POST", f"/api/v1/alerts/{acked}/ack", json={"comment": "on it"})
+        assert a["state"] == "acknowledged"
+        operator = api.names["operator"]
+        got = wait_for(
+            lambda: (
+                (x := alertmanager.alerts(alert_id=str(acked)))
+                and "acknowledged" in x[0]["annotations"]
+                and x
+            ),
+            what="the acknowledgement in Alertmanager",
+        )
+        assert got[0]["annotations"]["acknowledged"].startswith(f"{operator} at ")
+        assert got[0]["annotations"]["state"] == "acknowledged"
+        # The one nobody acknowledged escalates; by then the acknowledged one was due as well.
+        wait_for(
+            lambda: alertmanager.alerts(alert_id=str(left), escalated="true"),
+            what="the unacknowledged alarm escalated",
+        )
+        assert "escalate" not in [e[0] for e in events(url, acked)]
+        assert alertmanager.alerts(alert_id=str(acked), escalated="true") == []
+        assert [x["labels"]["severity"] for x in alertmanager.alerts(alert_id=str(acked))] == [
+            "warning"
+        ]
+    finally:
+        notifier.stop()
+        worker.stop()
+
+
+@needs_alertmanager
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is missing")
+def test_the_wall_shows_an_alarm_shelved_by_an_alertmanager_silence_and_who_made_it(
+    worker: object,
+    publisher: Publisher,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    api: Api,
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_wall import CHROMIUM, FLAGS
+
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-V", "Presint 16")
+        alert_id = raise_pm25(publisher, s, "AQ-V")
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="the alert")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"{api.url}/wall?token={api.tokens['viewer']}")
+                row = page.locator(f"#alarms li[data-id='{alert_id}']")
+                row.wait_for(timeout=15_000)
+                assert "active" in (row.get_attribute("class") or "")
+                now = datetime.now(UTC)
+                httpx.post(
+                    f"{alertmanager.url}/api/v2/silences",
+                    json={
+                        "matchers": [{"name": "district", "value": "Presint 16", "isRegex": False}],
+                        "startsAt": now.isoformat(),
+                        "endsAt": (now + timedelta(hours=1)).isoformat(),
+                        "createdBy": "duty-officer",
+                        "comment": "pump replaced",
+                    },
+                ).raise_for_status()
+                # Live: the notifier's shelving reaches the open page without a reload.
+                page.wait_for_selector(f"#alarms li.shelved[data-id='{alert_id}']", timeout=15_000)
+                expect(row.locator(".shelved-by")).to_contain_text(
+                    "shelved by alertmanager:duty-officer until"
+                )
+            finally:
+                browser.close()
+    finally:
+        notifier.stop()
