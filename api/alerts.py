@@ -28,7 +28,7 @@ from api.rows import ALERT_COLUMNS
 from api.state import ApiState, get_state
 from ingest.alarms import retained
 from store import alerts as lifecycle
-from store import db
+from store import db, outbox
 from store.writer import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,32 @@ class Alert(BaseModel):
     updated_at: datetime
     domain: str | None = Field(None, examples=["air"])
     district: str | None = Field(None, examples=["Presint 8"])
+
+
+class Delivery(BaseModel):
+    receiver: str = Field(examples=["alertmanager"], description="alertmanager or webhook <url>")
+    event: str = Field(examples=["raise"], description="the transition delivered")
+    at: datetime = Field(description="when the transition happened")
+    delivered_at: datetime
+    attempts: int = Field(examples=[1], description="attempts it took (retries after failures)")
+
+
+class PendingDelivery(BaseModel):
+    receiver: str = Field(examples=["webhook https://hooks.example.org/pusat"])
+    event: str = Field(examples=["ack"])
+    at: datetime = Field(description="when the transition happened")
+    failures: int = Field(description="the receiver's consecutive failed attempts")
+    last_error: str | None = None
+    next_attempt_at: datetime | None = Field(None, description="its next retry, when failing")
+
+
+class AlertDetail(Alert):
+    deliveries: list[Delivery] = Field(
+        description="where and when each transition was delivered (Alertmanager, webhooks)"
+    )
+    pending: list[PendingDelivery] = Field(
+        description="transitions a configured receiver has not got yet, with its retry state"
+    )
 
 
 class AlertEvent(BaseModel):
@@ -222,15 +248,20 @@ def _sort_key(row: dict[str, Any]) -> tuple[int, datetime, int]:
 
 @router.get(
     "/alerts/{alert_id}",
-    response_model=Alert,
-    summary="One alarm",
+    response_model=AlertDetail,
+    summary="One alarm, with where and when its notifications were delivered",
     responses=responses(401, 403, 404, 503),
 )
 async def get_alert(
     alert_id: AlertId, principal: Viewer, state: Annotated[ApiState, Depends(get_state)]
 ) -> dict[str, Any]:
     async with state.pool.connection() as conn:
-        return await _fetch(conn, alert_id)
+        found = await _fetch(conn, alert_id)
+        for key, query in (("deliveries", outbox.DELIVERIES_SQL), ("pending", outbox.PENDING_SQL)):
+            cur = await conn.execute(query, (alert_id,))
+            names = [d.name for d in cur.description or ()]
+            found[key] = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+    return found
 
 
 @router.get(

@@ -94,6 +94,10 @@ class Notifier:
             while not outbox.claim(cur):
                 if stop.wait(self.settings.notify_every_s):
                     return
+        with self._tx(conn) as cur:
+            gone = outbox.forget_receivers(cur, self.receivers)
+        if gone:
+            log.info("notifier: no longer delivering to %s", ", ".join(gone))
         self.claimed.set()
         log.info("notifier: delivering to %s", ", ".join(self.receivers) or "nobody")
         while not stop.is_set():

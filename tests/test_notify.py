@@ -695,3 +695,156 @@ def test_the_wall_shows_an_alarm_shelved_by_an_alertmanager_silence_and_who_made
                 browser.close()
     finally:
         notifier.stop()
+
+
+# -- delivery state: on the API and in metrics -------------------------------------------------
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    text = httpx.get(url, timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
+def test_delivery_state_shows_on_the_alarm_and_in_metrics(
+    worker: object, publisher: Publisher, settings: Settings, api: Api
+) -> None:
+    url = settings.database_url
+    assert url
+    receiver = Receiver()  # down at first
+    s = settings.with_(
+        alarm_webhooks=(receiver.url,),
+        alarm_webhook_secret=SECRET,
+        notify_every_s=0.1,
+        notify_max_backoff_s=0.3,
+    )
+    notifier = RunningNotifier(s)
+    name = webhook.receiver_name(receiver.url)
+    path = "/api/v1/alerts/{}"
+    try:
+        provision(url, "AQ-D", "Presint 17")
+        alert_id = raise_pm25(publisher, s, "AQ-D")
+        act(url, lifecycle.acknowledge, alert_id, "op-dewi", "")
+        wait_for(
+            lambda: (
+                len(api.call("GET", path.format(alert_id), role="viewer")["pending"]) == 2
+                and scrape(f"{api.url}/metrics").get(
+                    f'pusat_alarm_receiver_failures{{receiver="{name}"}}', 0
+                )
+                >= 2
+            ),
+            what="two transitions waiting for a failing receiver",
+        )
+        a = api.call("GET", path.format(alert_id), role="viewer")
+        assert a["deliveries"] == []
+        assert [(p["receiver"], p["event"]) for p in a["pending"]] == [
+            (name, "raise"),
+            (name, "ack"),
+        ]
+        assert a["pending"][0]["failures"] >= 2
+        assert "Connect" in (a["pending"][0]["last_error"] or "")
+        m = scrape(f"{api.url}/metrics")
+        assert m[f'pusat_alarm_outbox_pending{{receiver="{name}"}}'] == 2
+        assert m["pusat_alarm_outbox_age_seconds"] > 0
+        failed = notifier.notifier.metrics.failures.labels(name)._value.get()
+        assert failed >= 2
+
+        receiver.up()
+        a = wait_for(
+            lambda: (
+                (x := api.call("GET", path.format(alert_id), role="viewer"))["pending"] == [] and x
+            ),
+            what="everything delivered",
+        )
+        assert [(d["receiver"], d["event"]) for d in a["deliveries"]] == [
+            (name, "raise"),
+            (name, "ack"),
+        ]
+        first, second = a["deliveries"]
+        assert first["attempts"] >= 3 and second["attempts"] == 1
+        raised_at = datetime.fromisoformat(first["at"])
+        assert raised_at <= datetime.fromisoformat(first["delivered_at"])
+        m = scrape(f"{api.url}/metrics")
+        assert m[f'pusat_alarm_outbox_pending{{receiver="{name}"}}'] == 0
+        assert m[f'pusat_alarm_receiver_failures{{receiver="{name}"}}'] == 0
+        assert m["pusat_alarm_outbox_age_seconds"] == 0
+        assert notifier.notifier.metrics.delivered.labels(name)._value.get() == 2
+    finally:
+        notifier.stop()
+        receiver.close()
+
+    # A receiver taken out of the configuration is forgotten: it is in no backlog.
+    other = settings.with_(
+        alarm_webhooks=("http://127.0.0.1:9/elsewhere",), alarm_webhook_secret=SECRET
+    )
+    RunningNotifier(other).stop()  # forgets at its start (it may register its own, too)
+    assert (name,) not in rows(url, "SELECT receiver FROM alarm_receivers")
+    m = scrape(f"{api.url}/metrics")
+    assert f'pusat_alarm_outbox_pending{{receiver="{name}"}}' not in m
+
+
+def test_pusat_notify_serves_its_metrics(settings: Settings, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    url = settings.database_url
+    assert url
+    receiver = Receiver()
+    receiver.up()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PUSAT_DATABASE_URL": url,
+        "PUSAT_ALARM_WEBHOOKS": receiver.url,
+        "PUSAT_ALARM_WEBHOOK_SECRET": SECRET,
+        "PUSAT_NOTIFY_EVERY_S": "0.1",
+        "PUSAT_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(ROOT),
+    }
+    log = (tmp_path / "notify.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pusat", "notify", "--metrics-port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    name = webhook.receiver_name(receiver.url)
+    try:
+
+        def started() -> bool:
+            assert proc.poll() is None, (tmp_path / "notify.log").read_text()
+            try:
+                scrape(f"http://127.0.0.1:{port}/metrics")
+            except httpx.HTTPError:
+                return False
+            # the receiver is registered once the notifier holds the lock and has looked
+            return bool(rows(url, "SELECT 1 FROM alarm_receivers"))
+
+        wait_for(started, timeout=30, what="the notifier serving metrics")
+        from tests.test_api_support import raise_alert
+
+        alert_id = raise_alert(url, "AQ-P")
+        wait_for(lambda: receiver.received(), what="the transition at the receiver")
+        m = wait_for(
+            lambda: (
+                (x := scrape(f"http://127.0.0.1:{port}/metrics")).get(
+                    f'pusat_notify_deliveries_total{{receiver="{name}"}}'
+                )
+                == 1
+                and x
+            ),
+            what="the delivery counted",
+        )
+        assert m["pusat_notify_outbox_age_seconds"] == 0
+        assert m.get(f'pusat_notify_failures_total{{receiver="{name}"}}', 0) == 0
+        assert json.loads(receiver.received()[0][1])["alert"]["id"] == alert_id
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()
+        receiver.close()
