@@ -47,10 +47,10 @@ receivers:
 class Alertmanager:
     """A throwaway Alertmanager: its own config, storage and port; no cluster."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: str = TEST_CONFIG) -> None:
         assert BINARY is not None
         base.mkdir(parents=True, exist_ok=True)
-        (base / "alertmanager.yml").write_text(TEST_CONFIG)
+        (base / "alertmanager.yml").write_text(config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (base / "alertmanager.log").open("wb")
