@@ -848,3 +848,68 @@ def test_pusat_notify_serves_its_metrics(settings: Settings, tmp_path: Path) -> 
         assert proc.wait(30) == 0
         log.close()
         receiver.close()
+
+
+# -- `pusat up` runs the notifier when a receiver is configured ----------------------------------
+
+
+@pytest.mark.slow
+@needs_alertmanager
+def test_pusat_up_delivers_alarms_to_alertmanager(
+    alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    import re
+    import signal
+    import sys
+
+    from tests.helpers import Publisher as MqttPublisher
+    from tests.test_cli import env_without_pusat
+
+    log = tmp_path / "up.log"
+    env = env_without_pusat(
+        PUSAT_HOME=str(tmp_path / "home"),
+        PUSAT_EMBEDDED="system",
+        PUSAT_BATCH_MS="50",
+        PUSAT_ALERTMANAGER_URL=alertmanager.url,
+        PUSAT_NOTIFY_EVERY_S="0.2",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pusat", "up", "--no-city"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: "alarm notifications to alertmanager" in log.read_text(),
+            timeout=90,
+            what=f"the notifier started, in {log}",
+        )
+        text = log.read_text()
+        broker = re.search(r"publish readings to mqtt://([^:\s]+):(\d+) under (\S+)/<g", text)
+        api = re.search(r"API: (http://[^/\s]+)/api/v1", text)
+        assert broker is not None and api is not None, text
+        publisher = MqttPublisher(broker.group(1), int(broker.group(2)))
+        try:
+            t0 = round(time.time()) - 200
+            for dt in (0, 60, 120):
+                publisher.publish(f"{broker.group(3)}/gw-up/senml", pm25("AQ-UP", t0 + dt, 70.0))
+        finally:
+            publisher.close()
+        got = wait_for(
+            lambda: alertmanager.alerts(sensor="AQ-UP"), timeout=60, what="the alarm posted"
+        )
+        alert_id = got[0]["labels"]["alert_id"]
+        # Links point at the API as `pusat up` started it.
+        assert got[0]["annotations"]["wall"] == f"{api.group(1)}/wall#alert-{alert_id}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
