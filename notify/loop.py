@@ -205,8 +205,8 @@ class Notifier:
                 (alert_id,),
             ).fetchone()
         for sid, origin, ends_at in tied:
-            if shelved and (origin == AM_ACTOR or ends_at == until):
-                return  # the silence that stands for this shelving exists
+            if shelved and (ends_at == until or (origin == AM_ACTOR and ends_at >= until)):
+                return  # a silence that covers this shelving exists
             if origin == "pusat":
                 am.expire_silence(sid)
             with self._tx(conn) as cur:

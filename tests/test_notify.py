@@ -595,6 +595,22 @@ def test_a_silence_made_in_alertmanager_shows_on_the_api_as_shelved_by_its_autho
         assert [(x["id"], x["shelved_by"]) for x in listed] == [
             (alert_id, "alertmanager:duty-officer")
         ]
+        assert len(alertmanager.silences()) == 1  # Pusat made none of its own for it
+
+        # An operator shelves it for longer than that silence lasts: Pusat's own silence covers
+        # the rest, and the one made in Alertmanager is left as it is.
+        a = api.call("POST", f"{path}/shelve", json={"duration": "3h"})
+        assert a["shelved_by"] == api.names["operator"]
+        ours = wait_for(
+            lambda: [x for x in alertmanager.silences() if x["createdBy"].startswith("pusat:")],
+            what="Pusat's silence for the longer shelving",
+        )
+        ends = datetime.fromisoformat(ours[0]["endsAt"])
+        assert abs(ends - datetime.fromisoformat(a["shelved_until"])) < timedelta(milliseconds=1)
+        assert {x["createdBy"] for x in alertmanager.silences()} == {
+            "duty-officer",
+            f"pusat:{api.names['operator']}",
+        }
     finally:
         notifier.stop()
 
