@@ -227,3 +227,24 @@ def test_the_example_route_tree_routes_pipeline_alarms_to_the_right_receivers(
         assert receivers.sensors("traffic-control") == {"LOOP-P2-01", "LOOP-P2-02", "LOOP-P3-01"}
     finally:
         notifier.stop()
+
+
+def _subset(shown: Any, shipped: Any, where: str) -> None:
+    if isinstance(shown, dict):
+        assert isinstance(shipped, dict), where
+        for k, v in shown.items():
+            assert k in shipped, f"{where}.{k} is not in the example"
+            _subset(v, shipped[k], f"{where}.{k}")
+    elif isinstance(shown, list) and shown and isinstance(shown[0], dict):
+        assert isinstance(shipped, list) and len(shown) == len(shipped), where
+        for i, (a, b) in enumerate(zip(shown, shipped, strict=True)):
+            _subset(a, b, f"{where}[{i}]")
+    else:
+        assert shown == shipped, f"{where}: the README says {shown!r}, the example {shipped!r}"
+
+
+def test_the_readme_shows_the_example_as_it_is() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### An example route tree", 1)[1]
+    shown = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    _subset(shown, yaml.safe_load(EXAMPLE.read_text()), "config")
