@@ -1,6 +1,6 @@
 """Alarms: list and filter, one alarm, its audit trail, and the operator's actions on it.
 
-The actions call store.alerts (acknowledge, shelve, close) inside one transaction with the
+The actions call store.alerts (acknowledge, shelve, unshelve, close) inside one transaction with the
 token's name as the actor; a state an action does not apply to is a 409, an unknown alarm a
 404, each with store.alerts' message. Each action sends NOTIFY so live walls update at once.
 """
@@ -28,7 +28,7 @@ from api.rows import ALERT_COLUMNS
 from api.state import ApiState, get_state
 from ingest.alarms import retained
 from store import alerts as lifecycle
-from store import db
+from store import db, outbox
 from store.writer import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,41 @@ class Alert(BaseModel):
     cleared_at: datetime | None = None
     closed_at: datetime | None = None
     shelved_until: datetime | None = None
+    shelved_by: str | None = Field(
+        None,
+        examples=["operator-ana"],
+        description="who shelved it, while shelved: a token's name, or alertmanager:<createdBy>"
+        " for a silence made in Alertmanager",
+    )
     updated_at: datetime
     domain: str | None = Field(None, examples=["air"])
     district: str | None = Field(None, examples=["Presint 8"])
+
+
+class Delivery(BaseModel):
+    receiver: str = Field(examples=["alertmanager"], description="alertmanager or webhook <url>")
+    event: str = Field(examples=["raise"], description="the transition delivered")
+    at: datetime = Field(description="when the transition happened")
+    delivered_at: datetime
+    attempts: int = Field(examples=[1], description="attempts it took (retries after failures)")
+
+
+class PendingDelivery(BaseModel):
+    receiver: str = Field(examples=["webhook https://hooks.example.org/pusat"])
+    event: str = Field(examples=["ack"])
+    at: datetime = Field(description="when the transition happened")
+    failures: int = Field(description="the receiver's consecutive failed attempts")
+    last_error: str | None = None
+    next_attempt_at: datetime | None = Field(None, description="its next retry, when failing")
+
+
+class AlertDetail(Alert):
+    deliveries: list[Delivery] = Field(
+        description="where and when each transition was delivered (Alertmanager, webhooks)"
+    )
+    pending: list[PendingDelivery] = Field(
+        description="transitions a configured receiver has not got yet, with its retry state"
+    )
 
 
 class AlertEvent(BaseModel):
@@ -216,15 +248,20 @@ def _sort_key(row: dict[str, Any]) -> tuple[int, datetime, int]:
 
 @router.get(
     "/alerts/{alert_id}",
-    response_model=Alert,
-    summary="One alarm",
+    response_model=AlertDetail,
+    summary="One alarm, with where and when its notifications were delivered",
     responses=responses(401, 403, 404, 503),
 )
 async def get_alert(
     alert_id: AlertId, principal: Viewer, state: Annotated[ApiState, Depends(get_state)]
 ) -> dict[str, Any]:
     async with state.pool.connection() as conn:
-        return await _fetch(conn, alert_id)
+        found = await _fetch(conn, alert_id)
+        for key, query in (("deliveries", outbox.DELIVERIES_SQL), ("pending", outbox.PENDING_SQL)):
+            cur = await conn.execute(query, (alert_id,))
+            names = [d.name for d in cur.description or ()]
+            found[key] = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+    return found
 
 
 @router.get(
@@ -338,6 +375,29 @@ async def shelve(
         alert_id,
         "shelve",
         lambda cur: lifecycle.shelve(cur, alert_id, until, principal.name, body.comment),
+    )
+
+
+@router.post(
+    "/alerts/{alert_id}/unshelve",
+    response_model=Alert,
+    summary="End an alarm's shelving before its expiry",
+    responses=responses(401, 403, 404, 409, 503),
+)
+async def unshelve(
+    alert_id: AlertId,
+    principal: Operator,
+    state: Annotated[ApiState, Depends(get_state)],
+    body: ActionIn | None = None,
+) -> dict[str, Any]:
+    """A shelved alarm returns to active if its condition still holds, or closes, as at its
+    expiry (the notifier expires the Alertmanager silence made for the shelving)."""
+    comment = body.comment if body else ""
+    return await _act(
+        state,
+        alert_id,
+        "unshelve",
+        lambda cur: lifecycle.unshelve(cur, alert_id, principal.name, comment),
     )
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from api.state import ApiState, get_state
 from pusat.settings import MqttTarget
+from store import outbox
 
 router = APIRouter(tags=["health"])
 
@@ -135,4 +136,23 @@ async def healthz(state: Annotated[ApiState, Depends(get_state)]) -> Any:
     },
 )
 async def metrics(state: Annotated[ApiState, Depends(get_state)]) -> Response:
+    await _alarm_delivery(state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _alarm_delivery(state: ApiState) -> None:
+    """The alarm outbox's backlog per receiver, from the database (left as it was when the
+    database cannot be reached: /healthz says so)."""
+    try:
+        async with state.pool.connection(timeout=5) as conn:
+            cur = await conn.execute(outbox.BACKLOG_SQL)
+            rows = await cur.fetchall()
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
+        return
+    m = state.metrics
+    m.alarm_pending.clear()  # receivers no longer configured leave the table
+    m.alarm_receiver_failures.clear()
+    for receiver, pending, failures, _ in rows:
+        m.alarm_pending.labels(receiver).set(pending)
+        m.alarm_receiver_failures.labels(receiver).set(failures)
+    m.alarm_outbox_age.set(max((float(r[3]) for r in rows), default=0.0))

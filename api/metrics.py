@@ -59,3 +59,22 @@ class ApiMetrics:
             "Now minus the newest event time in latest, at the last /healthz",
             registry=r,
         )
+        # Alarm delivery as the database holds it, read at each scrape: it shows a notifier
+        # that stopped (its own counters go with it) as a growing backlog.
+        self.alarm_pending = Gauge(
+            "pusat_alarm_outbox_pending",
+            "Alarm transitions a receiver has not got yet, by receiver (at the last scrape)",
+            ["receiver"],
+            registry=r,
+        )
+        self.alarm_receiver_failures = Gauge(
+            "pusat_alarm_receiver_failures",
+            "Consecutive failed attempts of a receiver's next transition (0: keeping up)",
+            ["receiver"],
+            registry=r,
+        )
+        self.alarm_outbox_age = Gauge(
+            "pusat_alarm_outbox_age_seconds",
+            "Age of the oldest alarm transition some receiver has not got yet (0: none)",
+            registry=r,
+        )

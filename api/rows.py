@@ -24,7 +24,14 @@ ALERT_FIELDS = (
     "shelved_until",
     "updated_at",
 )
-ALERT_COLUMNS = ", ".join(f"a.{c}" for c in ALERT_FIELDS) + ", s.domain, s.district"
+# Who shelved a shelved alarm (an operator, or `alertmanager:<createdBy>` for a silence made in
+# Alertmanager): the newest shelve event's actor, looked up only for shelved rows.
+SHELVED_BY = (
+    "CASE WHEN a.state = 'shelved' THEN (SELECT e.actor FROM alert_events e"
+    " WHERE e.alert_id = a.id AND e.event = 'shelve' ORDER BY e.at DESC, e.id DESC LIMIT 1)"
+    " END AS shelved_by"
+)
+ALERT_COLUMNS = ", ".join(f"a.{c}" for c in ALERT_FIELDS) + f", {SHELVED_BY}, s.domain, s.district"
 
 
 def alert_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ transition again, with the same `X-Pusat-Event` id.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ from processing.rules import Rule, escalations
 from pusat.settings import Settings
 from store import alerts as lifecycle
 from store import db, outbox
+from store.writer import CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,10 @@ class Notifier:
             while not outbox.claim(cur):
                 if stop.wait(self.settings.notify_every_s):
                     return
+        with self._tx(conn) as cur:
+            gone = outbox.forget_receivers(cur, self.receivers)
+        if gone:
+            log.info("notifier: no longer delivering to %s", ", ".join(gone))
         self.claimed.set()
         log.info("notifier: delivering to %s", ", ".join(self.receivers) or "nobody")
         while not stop.is_set():
@@ -110,6 +116,8 @@ class Notifier:
             with self._tx(conn) as cur:
                 escalated = lifecycle.escalate(cur, self.escalate_after, datetime.now(UTC))
                 outbox.sequence(cur)
+                if escalated:
+                    _walls(cur)
             if escalated:
                 self.metrics.escalations.inc(len(escalated))
                 log.info("notifier: escalated alarms %s", escalated)
@@ -197,8 +205,8 @@ class Notifier:
                 (alert_id,),
             ).fetchone()
         for sid, origin, ends_at in tied:
-            if shelved and (origin == AM_ACTOR or ends_at == until):
-                return  # the silence that stands for this shelving exists
+            if shelved and (ends_at == until or (origin == AM_ACTOR and ends_at >= until)):
+                return  # a silence that covers this shelving exists
             if origin == "pusat":
                 am.expire_silence(sid)
             with self._tx(conn) as cur:
@@ -255,6 +263,7 @@ class Notifier:
                         # no longer shelved (AlertError): nothing to undo
                         with contextlib.suppress(lifecycle.AlertError):
                             lifecycle.unshelve(cur, alert_id, actor, f"silence {sid} expired")
+                            _walls(cur)
         active = [s for s in silences if s.state == "active" and s.id not in ours]
         if not active:
             return
@@ -278,7 +287,13 @@ class Notifier:
                     f"{AM_ACTOR}:{s.created_by}",
                     s.comment or f"Alertmanager silence {s.id}",
                 )
+                _walls(cur)
             except lifecycle.AlertError as e:
                 log.info("notifier: silence %s does not shelve alarm %s: %s", s.id, alert_id, e)
                 return
         self.metrics.silences.labels("from_alertmanager").inc()
+
+
+def _walls(cur: psycopg.Cursor[Any]) -> None:
+    """Tell live walls an alarm changed (as ingest and the API do), so they show it at once."""
+    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"alarms": 1})))

@@ -184,14 +184,20 @@ def ingest(
 
 
 @app.command()
-def notify(log_level: LogLevel = "INFO") -> None:
+def notify(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve the notifier's Prometheus metrics on this port")
+    ] = None,
+    log_level: LogLevel = "INFO",
+) -> None:
     """Deliver alarm transitions from the outbox to Alertmanager and the signed webhooks, in
     order, retrying receivers that are down. One notifier delivers at a time; others wait."""
     from notify.loop import Notifier
+    from notify.metrics import NotifyMetrics
     from processing import rules
 
     _logging(log_level)
-    settings = _settings()
+    settings = _settings(metrics_port=metrics_port)
     _need_database(settings)
     if not settings.notifies():
         typer.echo(
@@ -199,7 +205,12 @@ def notify(log_level: LogLevel = "INFO") -> None:
             err=True,
         )
         raise typer.Exit(2)
-    Notifier(settings, rules.load(settings.rules)).run(stop_on_signals())
+    metrics = NotifyMetrics()
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    Notifier(settings, rules.load(settings.rules), metrics).run(stop_on_signals())
 
 
 @app.command()

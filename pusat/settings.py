@@ -121,7 +121,9 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="how often ingest applies retention (one worker at a time)"
     )
     log_every_s: float = Field(10.0, gt=0, description="how often ingest logs its counters")
-    metrics_port: int | None = Field(None, description="serve ingest Prometheus metrics here")
+    metrics_port: int | None = Field(
+        None, description="serve Prometheus metrics here (`pusat ingest`, `pusat notify`)"
+    )
 
     # -- the HTTP API and /wall (api/) ------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")

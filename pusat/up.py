@@ -1,8 +1,10 @@
 """`pusat up`: the whole command centre in one process tree on one machine.
 
 Embedded PostgreSQL and broker in PUSAT_HOME unless their URLs are set, migrations, an ingest
-worker, the HTTP API with its /wall and the simulated city; a live status line until Ctrl-C or
-SIGTERM, then everything stops in order: the city, ingest (which drains), the API, the services.
+worker, the HTTP API with its /wall, the simulated city, and the alarm notifier when a receiver
+is configured (PUSAT_ALERTMANAGER_URL, PUSAT_ALARM_WEBHOOKS); a live status line until Ctrl-C or
+SIGTERM, then everything stops in order: the city, ingest (which drains), the notifier, the API,
+the services.
 """
 
 from __future__ import annotations
@@ -197,6 +199,18 @@ def _status(
     return " | ".join(parts)
 
 
+def _start_notifier(s: Settings, stop: threading.Event, console: Console) -> threading.Thread:
+    """The alarm notifier in a thread of its own, stopping with ingest."""
+    from notify.loop import Notifier
+    from processing import rules
+
+    notifier = Notifier(s, rules.load(s.rules))
+    thread = threading.Thread(target=notifier.run, args=(stop,), name="notify", daemon=True)
+    thread.start()
+    console.print("alarm notifications to " + ", ".join(notifier.receivers), soft_wrap=True)
+    return thread
+
+
 def run(settings: Settings, stop: threading.Event, city: bool = True, speed: float = 1.0) -> None:
     console = Console()
     with services(settings, console) as s:
@@ -211,6 +225,7 @@ def run(settings: Settings, stop: threading.Event, city: bool = True, speed: flo
         thread.start()
         api_server: ServerThread | None = None
         simulated: City | None = None
+        notifier: threading.Thread | None = None
         try:
             # Announce the running centre (other commands find it through PUSAT_HOME) once
             # ingest listens, so whoever reads the state can publish straight away.
@@ -218,6 +233,10 @@ def run(settings: Settings, stop: threading.Event, city: bool = True, speed: flo
             runtime.save(s.home, runtime.State(s.database_url, s.mqtt_url, os.getpid()))
             console.print(f"publish readings to {s.mqtt_url} under {s.topic_root}/<gateway>/<kind>")
             api_server = _start_api(s, console)
+            if s.notifies():
+                # Alarm links point at the API as started (its port may differ from the setting).
+                linked = s.with_(public_url=s.public_url or api_server.url)
+                notifier = _start_notifier(linked, stop, console)
             if city:
                 simulated = City(s, speed)
                 simulated.thread.start()
@@ -232,6 +251,8 @@ def run(settings: Settings, stop: threading.Event, city: bool = True, speed: flo
                 simulated.close()  # first: its gateways say offline while ingest still listens
             stop.set()
             thread.join()
+            if notifier is not None:
+                notifier.join(30)
             if api_server is not None:
                 api_server.stop()
             runtime.clear(s.home)

@@ -143,16 +143,42 @@ def oldest_undelivered_age_s(cur: Cursor, names: list[str]) -> float:
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
+# Where and when each transition of one alarm was delivered (the API runs these too, async).
+DELIVERIES_SQL = (
+    "SELECT d.receiver, o.event, o.created_at AS at, d.delivered_at, d.attempts"
+    " FROM alarm_deliveries d JOIN alarm_outbox o ON o.id = d.outbox_id"
+    " WHERE d.alert_id = %s ORDER BY d.delivered_at, o.seq, d.receiver"
+)
+# Its transitions some receiver has not got yet, with that receiver's retry state.
+PENDING_SQL = (
+    "SELECT r.receiver, o.event, o.created_at AS at, r.failures, r.last_error,"
+    " r.next_attempt_at FROM alarm_outbox o JOIN alarm_receivers r"
+    " ON o.seq IS NULL OR o.seq > r.delivered_seq"
+    " WHERE o.alert_id = %s ORDER BY o.id, r.receiver"
+)
+# Per receiver: transitions waiting, consecutive failures, seconds since the oldest waiting one.
+BACKLOG_SQL = (
+    "SELECT r.receiver, count(o.id), r.failures,"
+    " coalesce(extract(epoch FROM now() - min(o.created_at)), 0)"
+    " FROM alarm_receivers r LEFT JOIN alarm_outbox o"
+    " ON o.seq IS NULL OR o.seq > r.delivered_seq GROUP BY r.receiver, r.failures"
+    " ORDER BY r.receiver"
+)
+
+
 def deliveries(cur: Cursor, alert_id: int) -> list[dict[str, Any]]:
-    """Where and when each transition of one alarm was delivered."""
-    rows = cur.execute(
-        "SELECT d.receiver, o.event, o.created_at, d.delivered_at, d.attempts"
-        " FROM alarm_deliveries d JOIN alarm_outbox o ON o.id = d.outbox_id"
-        " WHERE d.alert_id = %s ORDER BY d.delivered_at, o.seq",
-        (alert_id,),
-    ).fetchall()
+    rows = cur.execute(DELIVERIES_SQL, (alert_id,)).fetchall()
     names = ("receiver", "event", "at", "delivered_at", "attempts")
     return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def forget_receivers(cur: Cursor, keep: list[str]) -> list[str]:
+    """Drop the progress of receivers no longer configured, so they count in no backlog (one
+    configured again starts afresh, from the current end, like any new receiver)."""
+    rows = cur.execute(
+        "DELETE FROM alarm_receivers WHERE NOT receiver = ANY(%s) RETURNING receiver", (keep,)
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 # -- what Alertmanager needs: the alarms as they are now, and their silences -------------------

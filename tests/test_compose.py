@@ -85,7 +85,7 @@ def _command(args: list[str]) -> tuple[Any, list[str]]:
 
 def test_every_pusat_service_runs_a_command_the_cli_has() -> None:
     assert set(PUSAT_SERVICES) == {
-        "migrate", "ingest", "api", "simulator", "grafana-init"
+        "migrate", "ingest", "api", "simulator", "grafana-init", "notify"
     }  # fmt: skip
     for name, service in PUSAT_SERVICES.items():
         cmd, rest = _command(service["command"])
@@ -144,6 +144,32 @@ def test_ports_and_paths_follow_the_code() -> None:
         for volume in service.get("volumes", []):
             if volume.startswith("./"):
                 assert (ROOT / volume.split(":")[0]).exists(), volume
+
+
+def test_the_notifier_posts_to_the_stacks_alertmanager_with_the_example_route_tree() -> None:
+    am, notify = SERVICES["alertmanager"], SERVICES["notify"]
+    flags = dict(f.split("=", 1) for f in am["command"])
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in am["volumes"] if v.startswith("."))
+    assert mounts["./deploy/alertmanager/alertmanager.yml"] == flags["--config.file"]
+    assert any(v.endswith(":" + flags["--storage.path"]) for v in am["volumes"])
+    assert flags["--cluster.listen-address"] == ""  # one Alertmanager, no gossip
+    assert "127.0.0.1:9093:9093" in am["ports"]
+    assert notify["environment"]["PUSAT_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    assert "PUSAT_PUBLIC_URL" in notify["environment"]
+    assert notify["depends_on"]["alertmanager"]["condition"] == "service_healthy"
+    port = notify["command"][notify["command"].index("--metrics-port") + 1]
+    assert f"127.0.0.1:{port}/metrics" in " ".join(notify["healthcheck"]["test"])
+    assert Settings(alertmanager_url="http://alertmanager:9093").notifies()
+
+
+def test_the_alertmanager_flags_are_flags_of_alertmanager() -> None:
+    binary = shutil.which("prometheus-alertmanager")
+    if binary is None:
+        pytest.skip("Debian's prometheus-alertmanager is not installed")
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
+    known = set(re.findall(r"(--[a-z][a-z0-9.-]+)", out.stdout + out.stderr))
+    used = {f.split("=", 1)[0] for f in SERVICES["alertmanager"]["command"]}
+    assert used <= known, used - known
 
 
 def test_mqtt_accounts_are_the_acl_service_accounts() -> None:

@@ -47,10 +47,10 @@ receivers:
 class Alertmanager:
     """A throwaway Alertmanager: its own config, storage and port; no cluster."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: str = TEST_CONFIG) -> None:
         assert BINARY is not None
         base.mkdir(parents=True, exist_ok=True)
-        (base / "alertmanager.yml").write_text(TEST_CONFIG)
+        (base / "alertmanager.yml").write_text(config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (base / "alertmanager.log").open("wb")
@@ -448,3 +448,484 @@ def test_escalate_after_is_parsed_from_the_rules_file() -> None:
     assert rules.escalations(parsed) == {"water_level:threshold-above:critical": 600.0}
     with pytest.raises(rules.RuleError, match="escalate_after"):
         rules.parse('[[rule]]\nquantity = "ph"\nbelow = 6\nescalate_after = "soon"\n', "t")
+
+
+# -- the lifecycle through the HTTP API, in step with Alertmanager ------------------------------
+
+
+class Api:
+    """The real API server on the test's database, with an operator token."""
+
+    def __init__(self, settings: Settings) -> None:
+        from api.server import ServerThread
+        from tests.test_api_support import make_tokens
+
+        assert settings.database_url is not None
+        self.settings = settings.with_(api_port=free_port(), api_token_cache_s=0.0)
+        self.tokens, self.names = make_tokens(settings.database_url)
+        self.server = ServerThread(self.settings).start()
+        self.url = self.server.url
+
+    def call(self, method: str, path: str, role: str = "operator", **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"}
+        r = httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    a = Api(settings)
+    yield a
+    a.stop()
+
+
+def am_state(am: Alertmanager, alert_id: int) -> str | None:
+    found = am.alerts(alert_id=str(alert_id))
+    return str(found[0]["status"]["state"]) if found else None
+
+
+@needs_alertmanager
+def test_shelving_and_unshelving_through_the_api_keep_alertmanager_silences_in_step(
+    worker: object,
+    publisher: Publisher,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    api: Api,
+) -> None:
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    operator = api.names["operator"]
+    try:
+        provision(url, "AQ-L", "Presint 14")
+        alert_id = raise_pm25(publisher, s, "AQ-L")
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="the alert")
+        path = f"/api/v1/alerts/{alert_id}"
+
+        # Shelved on the API: a silence until shelved_until, by the token's name.
+        a = api.call("POST", f"{path}/shelve", json={"duration": "2h", "comment": "roadworks"})
+        assert (a["state"], a["shelved_by"]) == ("shelved", operator)
+        silence = wait_for(alertmanager.silences, what="the silence")[0]
+        assert silence["createdBy"] == f"pusat:{operator}" and silence["comment"] == "roadworks"
+        ends = datetime.fromisoformat(silence["endsAt"])  # Alertmanager keeps milliseconds
+        assert abs(ends - datetime.fromisoformat(a["shelved_until"])) < timedelta(milliseconds=1)
+        wait_for(lambda: am_state(alertmanager, alert_id) == "suppressed", what="suppressed")
+
+        # Unshelved on the API: the silence is expired, the alert is no longer suppressed.
+        a = api.call("POST", f"{path}/unshelve", json={"comment": "works finished"})
+        assert (a["state"], a["shelved_by"], a["shelved_until"]) == ("active", None, None)
+        wait_for(lambda: not alertmanager.silences(), what="the silence expired")
+        assert [x["id"] for x in alertmanager.silences("expired")] == [silence["id"]]
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="firing again")
+        r = httpx.post(
+            api.url + f"{path}/unshelve",
+            headers={"Authorization": f"Bearer {api.tokens['operator']}"},
+        )
+        assert r.status_code == 409 and "not shelved" in r.json()["detail"]
+        r = httpx.post(
+            api.url + f"{path}/unshelve",
+            headers={"Authorization": f"Bearer {api.tokens['viewer']}"},
+        )
+        assert r.status_code == 403
+
+        # Shelved for a moment: at its expiry the tick returns it to active, the silence ends.
+        until = datetime.now(UTC) + timedelta(seconds=3)
+        api.call("POST", f"{path}/shelve", json={"until": until.isoformat()})
+        wait_for(lambda: len(alertmanager.silences()) == 1, what="the short silence")
+        wait_for(lambda: state_of(url, alert_id) == "active", what="the shelving expired")
+        wait_for(lambda: not alertmanager.silences(), what="the short silence over")
+        assert len(alertmanager.silences("expired")) == 2
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="firing again")
+        trail = [(e["event"], e["to_state"], e["actor"]) for e in api.call("GET", f"{path}/events")]
+        assert trail[-4:] == [
+            ("shelve", "shelved", operator),
+            ("unshelve", "active", operator),
+            ("shelve", "shelved", operator),
+            ("settle", "active", "system"),
+        ]
+    finally:
+        notifier.stop()
+
+
+@needs_alertmanager
+def test_a_silence_made_in_alertmanager_shows_on_the_api_as_shelved_by_its_author(
+    worker: object,
+    publisher: Publisher,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    api: Api,
+) -> None:
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-M", "Presint 15")
+        alert_id = raise_pm25(publisher, s, "AQ-M")
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="the alert")
+        now = datetime.now(UTC)
+        httpx.post(
+            f"{alertmanager.url}/api/v2/silences",
+            json={
+                "matchers": [{"name": "sensor", "value": "AQ-M", "isRegex": False}],
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(hours=1)).isoformat(),
+                "createdBy": "duty-officer",
+                "comment": "sensor maintenance",
+            },
+        ).raise_for_status()
+        path = f"/api/v1/alerts/{alert_id}"
+        a = wait_for(
+            lambda: (x := api.call("GET", path, role="viewer"))["state"] == "shelved" and x,
+            what="shelved on the API",
+        )
+        assert a["shelved_by"] == "alertmanager:duty-officer"
+        last = api.call("GET", f"{path}/events", role="viewer")[-1]
+        assert (last["event"], last["actor"], last["comment"]) == (
+            "shelve",
+            "alertmanager:duty-officer",
+            "sensor maintenance",
+        )
+        listed = api.call("GET", "/api/v1/alerts", role="viewer", params={"state": "shelved"})
+        assert [(x["id"], x["shelved_by"]) for x in listed] == [
+            (alert_id, "alertmanager:duty-officer")
+        ]
+        assert len(alertmanager.silences()) == 1  # Pusat made none of its own for it
+
+        # An operator shelves it for longer than that silence lasts: Pusat's own silence covers
+        # the rest, and the one made in Alertmanager is left as it is.
+        a = api.call("POST", f"{path}/shelve", json={"duration": "3h"})
+        assert a["shelved_by"] == api.names["operator"]
+        ours = wait_for(
+            lambda: [x for x in alertmanager.silences() if x["createdBy"].startswith("pusat:")],
+            what="Pusat's silence for the longer shelving",
+        )
+        ends = datetime.fromisoformat(ours[0]["endsAt"])
+        assert abs(ends - datetime.fromisoformat(a["shelved_until"])) < timedelta(milliseconds=1)
+        assert {x["createdBy"] for x in alertmanager.silences()} == {
+            "duty-officer",
+            f"pusat:{api.names['operator']}",
+        }
+    finally:
+        notifier.stop()
+
+
+@needs_alertmanager
+def test_acknowledging_on_the_api_shows_in_alertmanager_and_stops_escalation(
+    publisher: Publisher, settings: Settings, alertmanager: Alertmanager, api: Api, tmp_path: Path
+) -> None:
+    url = settings.database_url
+    assert url
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        '[[rule]]\nquantity = "pm25"\nkind = "threshold"\nabove = 55.4\nclear = 45.0\n'
+        'for = "2m"\nseverity = "warning"\nmessage = "PM2.5 unhealthy"\nescalate_after = "4s"\n'
+    )
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1, rules=rules_file)
+    from tests.conftest import RunningWorker
+
+    worker = RunningWorker(s).start()
+    notifier = RunningNotifier(s)
+    try:
+        acked = raise_pm25(publisher, s, "AQ-N1")
+        left = raise_pm25(publisher, s, "AQ-N2")
+        a = api.call("POST", f"/api/v1/alerts/{acked}/ack", json={"comment": "on it"})
+        assert a["state"] == "acknowledged"
+        operator = api.names["operator"]
+        got = wait_for(
+            lambda: (
+                (x := alertmanager.alerts(alert_id=str(acked)))
+                and "acknowledged" in x[0]["annotations"]
+                and x
+            ),
+            what="the acknowledgement in Alertmanager",
+        )
+        assert got[0]["annotations"]["acknowledged"].startswith(f"{operator} at ")
+        assert got[0]["annotations"]["state"] == "acknowledged"
+        # The one nobody acknowledged escalates; by then the acknowledged one was due as well.
+        wait_for(
+            lambda: alertmanager.alerts(alert_id=str(left), escalated="true"),
+            what="the unacknowledged alarm escalated",
+        )
+        assert "escalate" not in [e[0] for e in events(url, acked)]
+        assert alertmanager.alerts(alert_id=str(acked), escalated="true") == []
+        assert [x["labels"]["severity"] for x in alertmanager.alerts(alert_id=str(acked))] == [
+            "warning"
+        ]
+    finally:
+        notifier.stop()
+        worker.stop()
+
+
+@needs_alertmanager
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is missing")
+def test_the_wall_shows_an_alarm_shelved_by_an_alertmanager_silence_and_who_made_it(
+    worker: object,
+    publisher: Publisher,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    api: Api,
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_wall import CHROMIUM, FLAGS
+
+    url = settings.database_url
+    assert url
+    s = settings.with_(alertmanager_url=alertmanager.url, notify_every_s=0.1)
+    notifier = RunningNotifier(s)
+    try:
+        provision(url, "AQ-V", "Presint 16")
+        alert_id = raise_pm25(publisher, s, "AQ-V")
+        wait_for(lambda: am_state(alertmanager, alert_id) == "active", what="the alert")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"{api.url}/wall?token={api.tokens['viewer']}")
+                row = page.locator(f"#alarms li[data-id='{alert_id}']")
+                row.wait_for(timeout=15_000)
+                assert "active" in (row.get_attribute("class") or "")
+                now = datetime.now(UTC)
+                httpx.post(
+                    f"{alertmanager.url}/api/v2/silences",
+                    json={
+                        "matchers": [{"name": "district", "value": "Presint 16", "isRegex": False}],
+                        "startsAt": now.isoformat(),
+                        "endsAt": (now + timedelta(hours=1)).isoformat(),
+                        "createdBy": "duty-officer",
+                        "comment": "pump replaced",
+                    },
+                ).raise_for_status()
+                # Live: the notifier's shelving reaches the open page without a reload.
+                page.wait_for_selector(f"#alarms li.shelved[data-id='{alert_id}']", timeout=15_000)
+                expect(row.locator(".shelved-by")).to_contain_text(
+                    "shelved by alertmanager:duty-officer until"
+                )
+            finally:
+                browser.close()
+    finally:
+        notifier.stop()
+
+
+# -- delivery state: on the API and in metrics -------------------------------------------------
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    text = httpx.get(url, timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
+def test_delivery_state_shows_on_the_alarm_and_in_metrics(
+    worker: object, publisher: Publisher, settings: Settings, api: Api
+) -> None:
+    url = settings.database_url
+    assert url
+    receiver = Receiver()  # down at first
+    s = settings.with_(
+        alarm_webhooks=(receiver.url,),
+        alarm_webhook_secret=SECRET,
+        notify_every_s=0.1,
+        notify_max_backoff_s=0.3,
+    )
+    notifier = RunningNotifier(s)
+    name = webhook.receiver_name(receiver.url)
+    path = "/api/v1/alerts/{}"
+    try:
+        provision(url, "AQ-D", "Presint 17")
+        alert_id = raise_pm25(publisher, s, "AQ-D")
+        act(url, lifecycle.acknowledge, alert_id, "op-dewi", "")
+        wait_for(
+            lambda: (
+                len(api.call("GET", path.format(alert_id), role="viewer")["pending"]) == 2
+                and scrape(f"{api.url}/metrics").get(
+                    f'pusat_alarm_receiver_failures{{receiver="{name}"}}', 0
+                )
+                >= 2
+            ),
+            what="two transitions waiting for a failing receiver",
+        )
+        a = api.call("GET", path.format(alert_id), role="viewer")
+        assert a["deliveries"] == []
+        assert [(p["receiver"], p["event"]) for p in a["pending"]] == [
+            (name, "raise"),
+            (name, "ack"),
+        ]
+        assert a["pending"][0]["failures"] >= 2
+        assert "Connect" in (a["pending"][0]["last_error"] or "")
+        m = scrape(f"{api.url}/metrics")
+        assert m[f'pusat_alarm_outbox_pending{{receiver="{name}"}}'] == 2
+        assert m["pusat_alarm_outbox_age_seconds"] > 0
+        failed = notifier.notifier.metrics.failures.labels(name)._value.get()
+        assert failed >= 2
+
+        receiver.up()
+        a = wait_for(
+            lambda: (
+                (x := api.call("GET", path.format(alert_id), role="viewer"))["pending"] == [] and x
+            ),
+            what="everything delivered",
+        )
+        assert [(d["receiver"], d["event"]) for d in a["deliveries"]] == [
+            (name, "raise"),
+            (name, "ack"),
+        ]
+        first, second = a["deliveries"]
+        assert first["attempts"] >= 3 and second["attempts"] == 1
+        raised_at = datetime.fromisoformat(first["at"])
+        assert raised_at <= datetime.fromisoformat(first["delivered_at"])
+        m = scrape(f"{api.url}/metrics")
+        assert m[f'pusat_alarm_outbox_pending{{receiver="{name}"}}'] == 0
+        assert m[f'pusat_alarm_receiver_failures{{receiver="{name}"}}'] == 0
+        assert m["pusat_alarm_outbox_age_seconds"] == 0
+        assert notifier.notifier.metrics.delivered.labels(name)._value.get() == 2
+    finally:
+        notifier.stop()
+        receiver.close()
+
+    # A receiver taken out of the configuration is forgotten: it is in no backlog.
+    other = settings.with_(
+        alarm_webhooks=("http://127.0.0.1:9/elsewhere",), alarm_webhook_secret=SECRET
+    )
+    RunningNotifier(other).stop()  # forgets at its start (it may register its own, too)
+    assert (name,) not in rows(url, "SELECT receiver FROM alarm_receivers")
+    m = scrape(f"{api.url}/metrics")
+    assert f'pusat_alarm_outbox_pending{{receiver="{name}"}}' not in m
+
+
+def test_pusat_notify_serves_its_metrics(settings: Settings, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    url = settings.database_url
+    assert url
+    receiver = Receiver()
+    receiver.up()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PUSAT_DATABASE_URL": url,
+        "PUSAT_ALARM_WEBHOOKS": receiver.url,
+        "PUSAT_ALARM_WEBHOOK_SECRET": SECRET,
+        "PUSAT_NOTIFY_EVERY_S": "0.1",
+        "PUSAT_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(ROOT),
+    }
+    log = (tmp_path / "notify.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pusat", "notify", "--metrics-port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    name = webhook.receiver_name(receiver.url)
+    try:
+
+        def started() -> bool:
+            assert proc.poll() is None, (tmp_path / "notify.log").read_text()
+            try:
+                scrape(f"http://127.0.0.1:{port}/metrics")
+            except httpx.HTTPError:
+                return False
+            # the receiver is registered once the notifier holds the lock and has looked
+            return bool(rows(url, "SELECT 1 FROM alarm_receivers"))
+
+        wait_for(started, timeout=30, what="the notifier serving metrics")
+        from tests.test_api_support import raise_alert
+
+        alert_id = raise_alert(url, "AQ-P")
+        wait_for(lambda: receiver.received(), what="the transition at the receiver")
+        m = wait_for(
+            lambda: (
+                (x := scrape(f"http://127.0.0.1:{port}/metrics")).get(
+                    f'pusat_notify_deliveries_total{{receiver="{name}"}}'
+                )
+                == 1
+                and x
+            ),
+            what="the delivery counted",
+        )
+        assert m["pusat_notify_outbox_age_seconds"] == 0
+        assert m.get(f'pusat_notify_failures_total{{receiver="{name}"}}', 0) == 0
+        assert json.loads(receiver.received()[0][1])["alert"]["id"] == alert_id
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()
+        receiver.close()
+
+
+# -- `pusat up` runs the notifier when a receiver is configured ----------------------------------
+
+
+@pytest.mark.slow
+@needs_alertmanager
+def test_pusat_up_delivers_alarms_to_alertmanager(
+    alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    import re
+    import signal
+    import sys
+
+    from tests.helpers import Publisher as MqttPublisher
+    from tests.test_cli import env_without_pusat
+
+    log = tmp_path / "up.log"
+    env = env_without_pusat(
+        PUSAT_HOME=str(tmp_path / "home"),
+        PUSAT_EMBEDDED="system",
+        PUSAT_BATCH_MS="50",
+        PUSAT_ALERTMANAGER_URL=alertmanager.url,
+        PUSAT_NOTIFY_EVERY_S="0.2",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pusat", "up", "--no-city"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: "alarm notifications to alertmanager" in log.read_text(),
+            timeout=90,
+            what=f"the notifier started, in {log}",
+        )
+        text = log.read_text()
+        broker = re.search(r"publish readings to mqtt://([^:\s]+):(\d+) under (\S+)/<g", text)
+        api = re.search(r"API: (http://[^/\s]+)/api/v1", text)
+        assert broker is not None and api is not None, text
+        publisher = MqttPublisher(broker.group(1), int(broker.group(2)))
+        try:
+            t0 = round(time.time()) - 200
+            for dt in (0, 60, 120):
+                publisher.publish(f"{broker.group(3)}/gw-up/senml", pm25("AQ-UP", t0 + dt, 70.0))
+        finally:
+            publisher.close()
+        got = wait_for(
+            lambda: alertmanager.alerts(sensor="AQ-UP"), timeout=60, what="the alarm posted"
+        )
+        alert_id = got[0]["labels"]["alert_id"]
+        # Links point at the API as `pusat up` started it.
+        assert got[0]["annotations"]["wall"] == f"{api.group(1)}/wall#alert-{alert_id}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
