@@ -14,7 +14,19 @@ from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import alerts, errors, health, latest, live, quarantine, readings, sensors, tokens, wall
+from api import (
+    alerts,
+    districts,
+    errors,
+    health,
+    latest,
+    live,
+    quarantine,
+    readings,
+    sensors,
+    tokens,
+    wall,
+)
 from api.auth import TokenCache
 from api.hub import Hub
 from api.metrics import ApiMetrics
@@ -148,7 +160,18 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         ],
     )
     errors.install(app)
-    for module in (readings, latest, sensors, alerts, quarantine, live, tokens, health, wall):
+    for module in (
+        readings,
+        latest,
+        districts,
+        sensors,
+        alerts,
+        quarantine,
+        live,
+        tokens,
+        health,
+        wall,
+    ):
         app.include_router(module.router)
     app.add_middleware(Measure, metrics=metrics)
     return app

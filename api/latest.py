@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api import freshness
+from api import freshness, snapshot
 from api.auth import Viewer
 from api.errors import responses
 from api.params import csv_list
@@ -130,10 +129,5 @@ async def latest(
         r = respond(table, format, "latest")
         return bytes(r.body), MEDIA[format], headers_for(table, format, "latest")
 
-    if state.snapshots.max_age_s == 0:
-        body, media_type, headers = await build()
-        return Response(body, media_type=media_type, headers={**headers, "Age": "0"})
     key = ("latest", format, tuple(sensors), domain, district, tuple(quantities), bbox, provisioned)
-    snap = await state.snapshots.get(key, build)
-    headers = {**snap.headers, "Age": str(int(state.snapshots.age_s(snap)))}
-    return Response(snap.body, media_type=snap.media_type, headers=headers)
+    return await snapshot.answer(state.snapshots, key, build)

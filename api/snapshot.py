@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
+from fastapi.responses import Response
+
 log = logging.getLogger(__name__)
 
 
@@ -95,3 +97,14 @@ class Snapshots:
         # started would otherwise fail unseen.
         if not task.cancelled() and task.exception() is not None:
             log.warning("snapshot build failed: %s", task.exception())
+
+
+async def answer(snapshots: Snapshots, key: Key, build: Build) -> Response:
+    """The response for ``key``: the shared snapshot, or (max age 0) one worked out now; its
+    ``Age`` header says how old it is."""
+    if snapshots.max_age_s == 0:
+        body, media_type, headers = await build()
+        return Response(body, media_type=media_type, headers={**headers, "Age": "0"})
+    snap = await snapshots.get(key, build)
+    headers = {**snap.headers, "Age": str(int(snapshots.age_s(snap)))}
+    return Response(snap.body, media_type=snap.media_type, headers=headers)

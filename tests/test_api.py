@@ -129,6 +129,37 @@ def test_latest_filters_and_formats(city: Api) -> None:
     assert len(pq) == 6 and str(pq["ts"].dt.tz) == "UTC"
 
 
+def test_districts_count_states_and_put_the_worst_first(city: Api) -> None:
+    """The wall's city view: sensors per state in each district, worst districts and worst
+    sensors first, as the wall colours them (alarm severity, then silence)."""
+    url = city.settings.database_url or ""
+    raise_alert(url, "WQ-WET-01", "water_level", "critical")
+    raise_alert(url, "LOOP-P8-01", "flow", "warning")
+    raise_alert(url, "AQ-P8-01", "pm25", "info")
+    body = city.get("/api/v1/districts").json()
+    assert body["sensors"] == 5
+    assert body["states"] == {"critical": 1, "warning": 1, "silent": 1, "info": 1, "normal": 1}
+    order = [d["district"] for d in body["districts"]]
+    assert order == ["Wetland", "Presint 8", "Presint 9", None]
+    by = {d["district"]: d for d in body["districts"]}
+    p8 = by["Presint 8"]
+    assert p8["sensors"] == 2 and p8["domains"] == {"air": 1, "traffic": 1}
+    assert [(w["sensor_id"], w["state"], w["alarms"]) for w in p8["worst"]] == [
+        ("LOOP-P8-01", "warning", 1),
+        ("AQ-P8-01", "info", 1),
+    ]
+    assert p8["lat"] == pytest.approx((2.926 + 2.930) / 2) and p8["not_shown"] == 0
+    assert by["Presint 9"]["worst"][0]["state"] == "silent"  # an hour without pm25
+    assert by[None]["states"]["normal"] == 1 and by[None]["lat"] is None
+    one = city.get("/api/v1/districts", worst=1).json()
+    p8 = next(d for d in one["districts"] if d["district"] == "Presint 8")
+    assert [w["sensor_id"] for w in p8["worst"]] == ["LOOP-P8-01"] and p8["not_shown"] == 1
+    air = city.get("/api/v1/districts", domain="air").json()
+    assert [d["district"] for d in air["districts"]] == ["Presint 9", "Presint 8"]
+    assert city.get("/api/v1/districts", worst=1000).status_code == 422
+    assert city.get("/api/v1/districts", role=None).status_code == 401
+
+
 def snapshot_builds(api: Api) -> float:
     for line in api.get("/metrics", role=None).text.splitlines():
         if line.startswith('pusat_api_snapshot_builds_total{route="latest"}'):
