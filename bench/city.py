@@ -762,7 +762,9 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         warm = max(5.0, publish_s * 0.1)
         time.sleep(max(0.0, start - time.time()) + warm)
         sampler.start()
-        spec = QuerySpec(api_url, viewer, publish_s - warm - 2, districts, sensors[0].sensor_id)
+        # The 7-day panel reads a loop's flow: the first sensor may be an air station (a 404).
+        loop = next(s.sensor_id for s in sensors if any(q[0] == "flow" for q in s.quantities))
+        spec = QuerySpec(api_url, viewer, publish_s - warm - 2, districts, loop)
         queries = svc.spawn(
             "query",
             [sys.executable, "-m", "bench.city", "query", json.dumps(asdict(spec))],
