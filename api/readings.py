@@ -31,11 +31,11 @@ EXAMPLE = {
         "fill": "null",
         "max_gap_s": None,
         "buckets": 2,
-        "series": [{"sensor_id": "AQ-P8-01", "quantity": "pm25", "unit": "ug/m3"}],
+        "series": [{"sensor_id": "AQ-P08", "quantity": "pm25", "unit": "ug/m3"}],
     },
     "before": [
         {
-            "sensor_id": "AQ-P8-01",
+            "sensor_id": "AQ-P08",
             "quantity": "pm25",
             "ts": "2026-11-26T23:59:00+00:00",
             "value": 11.8,
@@ -55,7 +55,7 @@ EXAMPLE = {
     "data": [
         {
             "ts": "2026-11-27T00:00:00.000000Z",
-            "sensor_id": "AQ-P8-01",
+            "sensor_id": "AQ-P08",
             "quantity": "pm25",
             "unit": "ug/m3",
             "mean": 12.4,
@@ -64,7 +64,7 @@ EXAMPLE = {
         },
         {
             "ts": "2026-11-27T00:30:00.000000Z",
-            "sensor_id": "AQ-P8-01",
+            "sensor_id": "AQ-P08",
             "quantity": "pm25",
             "unit": "ug/m3",
             "mean": None,
@@ -86,7 +86,7 @@ async def readings(
     state: Annotated[ApiState, Depends(get_state)],
     sensor: Annotated[
         list[str] | None,
-        Query(description="sensor ids (repeat, or comma-separated)", examples=["AQ-P8-01"]),
+        Query(description="sensor ids (repeat, or comma-separated)", examples=["AQ-P08"]),
     ] = None,
     quantity: Annotated[
         list[str] | None,
@@ -101,9 +101,10 @@ async def readings(
     ] = None,
     start: Annotated[
         datetime | None,
+        # No example: /docs would fill a fixed date into "Try it out", a window long past.
         Query(
-            description="window start, RFC 3339 (default: end - 24h)",
-            examples=["2026-11-27T00:00:00+08:00"],
+            description="window start, RFC 3339 with an offset, e.g. 2026-11-27T00:00:00+08:00"
+            " (default: end - 24h)"
         ),
     ] = None,
     end: Annotated[
