@@ -31,11 +31,11 @@ EXAMPLE = {
         "fill": "null",
         "max_gap_s": None,
         "buckets": 2,
-        "series": [{"sensor_id": "AQ-P08", "quantity": "pm25", "unit": "ug/m3"}],
+        "series": [{"sensor_id": "AQ-P8-01", "quantity": "pm25", "unit": "ug/m3"}],
     },
     "before": [
         {
-            "sensor_id": "AQ-P08",
+            "sensor_id": "AQ-P8-01",
             "quantity": "pm25",
             "ts": "2026-11-26T23:59:00+00:00",
             "value": 11.8,
@@ -55,7 +55,7 @@ EXAMPLE = {
     "data": [
         {
             "ts": "2026-11-27T00:00:00.000000Z",
-            "sensor_id": "AQ-P08",
+            "sensor_id": "AQ-P8-01",
             "quantity": "pm25",
             "unit": "ug/m3",
             "mean": 12.4,
@@ -64,7 +64,7 @@ EXAMPLE = {
         },
         {
             "ts": "2026-11-27T00:30:00.000000Z",
-            "sensor_id": "AQ-P08",
+            "sensor_id": "AQ-P8-01",
             "quantity": "pm25",
             "unit": "ug/m3",
             "mean": None,
