@@ -57,7 +57,7 @@ class Severity(StrEnum):
 
 class Alert(BaseModel):
     id: int = Field(examples=[42])
-    sensor_id: str = Field(examples=["AQ-P8-01"])
+    sensor_id: str = Field(examples=["AQ-P08"])
     quantity: str | None = Field(None, examples=["pm25"])
     rule: str = Field(examples=["pm25:threshold:warning"])
     kind: str = Field(examples=["threshold"])

@@ -52,7 +52,8 @@ saying why (422: a parameter of the wrong form, with FastAPI's usual list of pro
 
 **pandas.**
 ```python
-url = "http://127.0.0.1:8080/api/v1/readings?sensor=AQ-P8-01&quantity=pm25&step=1h&token=..."
+# the simulated city's Presint 8 station (`pusat up`), the last 24 hours (the default window)
+url = "http://127.0.0.1:8080/api/v1/readings?sensor=AQ-P08&quantity=pm25&step=1h&token=..."
 pd.read_json(url, orient="table")
 pd.read_csv(url + "&format=csv")
 pd.read_parquet(url + "&format=parquet")

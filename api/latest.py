@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["latest"])
 
 
 class LatestValue(BaseModel):
-    sensor_id: str = Field(examples=["AQ-P8-01"])
+    sensor_id: str = Field(examples=["AQ-P08"])
     quantity: str = Field(examples=["pm25"])
     unit: str | None = Field(None, examples=["ug/m3"])
     ts: datetime = Field(description="event time of the value")

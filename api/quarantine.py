@@ -38,8 +38,8 @@ WINDOW = 1000  # unacknowledged publishes at once (paho's message ids are 16-bit
 class QuarantineRecord(BaseModel):
     id: int = Field(examples=[1207])
     received_at: datetime
-    topic: str = Field(examples=["pusat/v1/gw-presint8/senml"])
-    gateway_id: str | None = Field(None, examples=["gw-presint8"])
+    topic: str = Field(examples=["pusat/v1/gw-p08/senml"])
+    gateway_id: str | None = Field(None, examples=["gw-p08"])
     reason: str = Field(examples=["unknown_unit"])
     detail: str = Field(examples=["unit 'mg/L' is not accepted for pm25"])
     record: int | None = Field(None, description="index of the rejected record in the message")
@@ -56,7 +56,7 @@ class ReplayIn(BaseModel):
         None, max_length=MAX_REPLAY, examples=[[1207, 1208]]
     )
     reason: str | None = Field(None, examples=["unknown_unit"])
-    gateway: str | None = Field(None, examples=["gw-presint8"])
+    gateway: str | None = Field(None, examples=["gw-p08"])
     start: datetime | None = Field(None, description="received at or after (RFC 3339)")
     end: datetime | None = Field(None, description="received before (RFC 3339)")
     include_replayed: bool = Field(False, description="also records replayed before")

@@ -87,7 +87,7 @@ async def readings(
     state: Annotated[ApiState, Depends(get_state)],
     sensor: Annotated[
         list[str] | None,
-        Query(description="sensor ids (repeat, or comma-separated)", examples=["AQ-P8-01"]),
+        Query(description="sensor ids (repeat, or comma-separated)", examples=["AQ-P08"]),
     ] = None,
     quantity: Annotated[
         list[str] | None,
@@ -102,9 +102,10 @@ async def readings(
     ] = None,
     start: Annotated[
         datetime | None,
+        # No example: /docs would fill a fixed date into "Try it out", a window long past.
         Query(
-            description="window start, RFC 3339 (default: end - 24h)",
-            examples=["2026-11-27T00:00:00+08:00"],
+            description="window start, RFC 3339 with an offset, e.g. 2026-11-27T00:00:00+08:00"
+            " (default: end - 24h)"
         ),
     ] = None,
     end: Annotated[

@@ -24,14 +24,14 @@ router = APIRouter(prefix="/api/v1", tags=["sensors"])
 
 SensorId = Annotated[
     str,
-    Path(min_length=1, max_length=128, description="the sensor's id", examples=["AQ-P8-01"]),
+    Path(min_length=1, max_length=128, description="the sensor's id", examples=["AQ-P08"]),
 ]
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 
 
 class Sensor(BaseModel):
-    sensor_id: str = Field(examples=["AQ-P8-01"])
-    gateway_id: str | None = Field(None, examples=["gw-presint8"])
+    sensor_id: str = Field(examples=["AQ-P08"])
+    gateway_id: str | None = Field(None, examples=["gw-p08"])
     domain: str | None = Field(None, examples=["air"])
     district: str | None = Field(None, examples=["Presint 8"])
     lat: float | None = Field(None, examples=[2.9264])

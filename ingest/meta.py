@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -89,9 +90,26 @@ def parse_meta(payload: bytes, gateway: str) -> tuple[list[SensorMeta], list[Rej
     return sensors, rejections
 
 
-def parse_status(payload: bytes) -> str | Rejection:
-    """`online` or `offline`, as plain text or `{"status": "..."}`."""
+MAX_OWNER = 200
+
+
+@dataclass(frozen=True)
+class Status:
+    """A gateway's availability as one of its publishers says it; owner "" is the gateway."""
+
+    status: str  # online | offline
+    owner: str = ""
+
+
+def parse_status(payload: bytes) -> Status | Rejection:
+    """`online` or `offline`, as plain text or `{"status": "...", "owner": "..."}`.
+
+    The owner names the publisher speaking (its last will says `offline` for it alone): a gateway
+    stays online while any owner's last word is `online`, so a second publisher of the same
+    gateway that ends does not take it offline.
+    """
     text = payload.strip().decode("utf-8", errors="replace").lower()
+    owner: object = ""
     if text.startswith("{"):
         try:
             doc = orjson.loads(payload)
@@ -99,6 +117,9 @@ def parse_status(payload: bytes) -> str | Rejection:
             return Rejection(MALFORMED_JSON, f"status is not JSON: {e}")
         value = doc.get("status") if isinstance(doc, dict) else None
         text = value.lower() if isinstance(value, str) else ""
-    if text in ("online", "offline"):
-        return text
-    return Rejection(BAD_STATUS, "status must be `online` or `offline`")
+        owner = doc.get("owner", "") if isinstance(doc, dict) else ""
+    if text not in ("online", "offline"):
+        return Rejection(BAD_STATUS, "status must be `online` or `offline`")
+    if not isinstance(owner, str) or len(owner) > MAX_OWNER:
+        return Rejection(BAD_STATUS, f"owner must be a string of at most {MAX_OWNER} characters")
+    return Status(text, owner)

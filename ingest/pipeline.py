@@ -136,8 +136,8 @@ class Accumulator:
             self.sensors.extend(metas)
         elif t.kind == "status":
             status = parse_status(m.payload)
-            if isinstance(status, str):
-                self.statuses.append(GatewayStatus(gw, status, m.received_at))
+            if not isinstance(status, Rejection):
+                self.statuses.append(GatewayStatus(gw, status.status, m.received_at, status.owner))
                 return
             rejections = [status]
         else:

@@ -12,6 +12,7 @@ so that both ingest paths run. Sensor ids and positions do not depend on the see
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections.abc import Callable
@@ -203,6 +204,13 @@ def build(folder: Path) -> City:
     return City(ds, tuple(sensors), network, tuple(stations))
 
 
+def up_owner(home: Path) -> str:
+    """The status owner of `pusat up`'s city: the same across restarts of one PUSAT_HOME, so
+    that a restart takes over (and ends) the claim of the run before it, even one killed with
+    its broker, and differs from any other publisher of the same gateways."""
+    return "up-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+
+
 def run(
     settings: Settings,
     stop: threading.Event,
@@ -217,12 +225,16 @@ def run(
     Blocks; call it in a thread of its own. Starting takes about a second (street network, SUMO,
     SWMM spin-up, one MQTT connection per gateway) before the first readings, which come at the
     end of the first simulated minute.
+
+    Its gateways' status has one owner per PUSAT_HOME (see ``up_owner``).
     """
     from simulators.runner import Options, simulate
 
     simulate(
         settings,
-        Options(what="city", speed=speed, seed=seed, scenario=scenario),
+        Options(
+            what="city", speed=speed, seed=seed, scenario=scenario, owner=up_owner(settings.home)
+        ),
         stop,
         on_progress,
     )

@@ -3,7 +3,10 @@
 Each gateway connects with its `status` topic set to a retained ``offline`` as its last will,
 then publishes a retained ``online`` and its retained `meta` (the self-description ingest
 provisions sensors from), then readings with QoS 1. A clean stop publishes ``offline`` itself
-(the broker sends the will only when a connection dies). Publishing does not wait for each
+(the broker sends the will only when a connection dies). Every status names its owner, this
+run (``{"status": ..., "owner": ...}``), and so do the client ids: a second simulator of the
+same gateways that ends says offline for itself only, and ingest keeps the gateway online while
+another owner still says online. Publishing does not wait for each
 acknowledgement: at most ``WINDOW`` are in flight per connection (paho's packet ids are 16-bit).
 """
 
@@ -18,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -51,19 +55,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def status_payload(status: str, owner: str) -> bytes:
+    return orjson.dumps({"status": status, "owner": owner})
+
+
 class _Gateway:
-    def __init__(self, target: MqttTarget, root: str, gateway: str, run_id: str) -> None:
+    def __init__(self, target: MqttTarget, root: str, gateway: str, owner: str) -> None:
         self.topic = f"{root}/{gateway}"
+        self.owner = owner
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"pusat-sim-{gateway}-{run_id}",
+            # One id per owner and gateway: a restarted owner takes its old session over (and
+            # its will fires before the new `online`), another owner never does.
+            client_id=f"pusat-{owner}-{gateway}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         if target.username is not None:
             c.username_pw_set(target.username, target.password)
         if target.tls:
             c.tls_set()
-        c.will_set(f"{self.topic}/status", b"offline", qos=1, retain=True)
+        c.will_set(f"{self.topic}/status", status_payload("offline", owner), qos=1, retain=True)
         c.max_inflight_messages_set(1000)
         c.reconnect_delay_set(1, 5)
         self.connected = threading.Event()
@@ -108,15 +119,17 @@ class _Gateway:
 
 
 class MqttSink:
-    def __init__(self, target: MqttTarget, topic_root: str) -> None:
+    """``owner``: who speaks for these gateways' status; default a name of this run's own."""
+
+    def __init__(self, target: MqttTarget, topic_root: str, owner: str | None = None) -> None:
         self.target = target
         self.root = topic_root
-        self.run_id = uuid.uuid4().hex[:6]
+        self.owner = owner or f"sim-{uuid.uuid4().hex[:6]}"
         self.gateways: dict[str, _Gateway] = {}
 
     def open(self, gateways: Sequence[str], metas: dict[str, bytes]) -> None:
         for gw in gateways:
-            g = _Gateway(self.target, self.root, gw, self.run_id)
+            g = _Gateway(self.target, self.root, gw, self.owner)
             self.gateways[gw] = g
             g.connect()
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
@@ -124,7 +137,7 @@ class MqttSink:
             if not g.connected.wait(max(0.0, deadline - time.monotonic())):
                 self.close()
                 raise PublishError(f"gateway {gw}: no CONNACK from the broker within 10 s")
-            g.publish("status", b"online", retain=True)
+            g.publish("status", status_payload("online", self.owner), retain=True)
             g.publish("meta", metas[gw], retain=True)
 
     def send(self, m: Message) -> None:
@@ -133,7 +146,7 @@ class MqttSink:
     def close(self) -> None:
         for g in self.gateways.values():
             if g.connected.is_set():
-                g.publish("status", b"offline", retain=True)
+                g.publish("status", status_payload("offline", self.owner), retain=True)
         try:
             for g in self.gateways.values():
                 if g.connected.is_set():

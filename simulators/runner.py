@@ -57,6 +57,7 @@ class Options:
     scenario: Scenario | Path | str | None = None
     faults: tuple[FaultSpec, ...] = ()
     manifest: Path | None = None
+    owner: str | None = None  # who speaks for the gateways' status; None: a name for this run
 
 
 @dataclass
@@ -133,7 +134,9 @@ class Simulation:
         self.catalogue = catalogue_mod.load()
         self.rules = rules_mod.load(settings.rules)
         self.sink: Sink = (
-            sink if sink is not None else MqttSink(settings.mqtt(), settings.topic_root)
+            sink
+            if sink is not None
+            else MqttSink(settings.mqtt(), settings.topic_root, options.owner)
         )
 
     def run(

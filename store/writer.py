@@ -64,6 +64,7 @@ class GatewayStatus:
     gateway: str
     status: str  # online | offline
     at: float  # Unix seconds
+    owner: str = ""  # the publisher speaking; "" is the gateway itself
 
 
 @dataclass(frozen=True)
@@ -312,12 +313,26 @@ class Writer:
 
     @staticmethod
     def _statuses(cur: psycopg.Cursor[Any], statuses: list[GatewayStatus]) -> None:
+        # Sorted, so that two workers (each sees every status) lock rows in the same order; a
+        # gateway is online while any of its owners' last word is online.
+        ordered = sorted(statuses, key=lambda s: (s.gateway, s.owner, s.at))
         cur.executemany(
-            "INSERT INTO gateways (gateway_id, status, status_at) VALUES (%s, %s, %s)"
-            " ON CONFLICT (gateway_id) DO UPDATE SET status = excluded.status,"
+            "INSERT INTO gateway_status (gateway_id, owner, status, status_at)"
+            " VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (gateway_id, owner) DO UPDATE SET status = excluded.status,"
             " status_at = excluded.status_at"
-            " WHERE gateways.status_at IS NULL OR excluded.status_at >= gateways.status_at",
-            [(s.gateway, s.status, _ts(s.at)) for s in statuses],
+            " WHERE excluded.status_at >= gateway_status.status_at",
+            [(s.gateway, s.owner, s.status, _ts(s.at)) for s in ordered],
+        )
+        cur.execute(
+            "INSERT INTO gateways (gateway_id, status, status_at)"
+            " SELECT gateway_id, CASE WHEN bool_or(status = 'online') THEN 'online'"
+            " ELSE 'offline' END, max(status_at)"
+            " FROM gateway_status WHERE gateway_id = ANY(%s) GROUP BY gateway_id"
+            " ORDER BY gateway_id"
+            " ON CONFLICT (gateway_id) DO UPDATE SET status = excluded.status,"
+            " status_at = excluded.status_at",
+            (sorted({s.gateway for s in statuses}),),
         )
 
 

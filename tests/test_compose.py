@@ -194,6 +194,67 @@ def test_the_image_holds_every_package() -> None:
     assert copied == packages
 
 
+# What a checkout holds after `make up` and `make test` beside the tracked files: none of it may
+# reach the build context (the virtualenv alone is gigabytes; .env holds the stack's passwords).
+LOCAL_ONLY = (
+    ".venv/lib/python3.11/site-packages/numpy/__init__.py",
+    ".venv/bin/python",
+    ".pusat/postgres/data/PG_VERSION",
+    ".pusat/broker/mosquitto.db",
+    ".pusat/wall-token",
+    ".git/HEAD",
+    ".git/objects/pack/pack-1.pack",
+    ".env",
+    ".mypy_cache/3.11/cache.db",
+    ".ruff_cache/CACHEDIR.TAG",
+    ".pytest_cache/v/cache/nodeids",
+    ".hypothesis/examples/x",
+    "build/npm-compose/node_modules/x/package.json",
+    "test-artifacts/wall.png",
+    "pusat.egg-info/PKG-INFO",
+    "deploy/pglite/node_modules/x/index.js",
+    "pusat/__pycache__/cli.cpython-311.pyc",
+    "processing/__pycache__/kernels.kernel-12.py311.nbi",
+    "store/__pycache__/db.cpython-311.pyc",
+)
+
+
+def _copied_sources(dockerfile: str) -> list[str]:
+    sources: list[str] = []
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            words = [w for w in line.split()[1:] if not w.startswith("--")]
+            sources += words[:-1]
+    return sources
+
+
+def test_the_build_context_leaves_out_local_state_and_keeps_what_the_image_copies(
+    tmp_path: Path,
+) -> None:
+    """The context `docker compose build` sends, as Docker computes it from .dockerignore
+    (docker-py's implementation of its rules), for a checkout after `make up`."""
+    from docker.utils.build import exclude_paths
+
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in [*tracked, *LOCAL_ONLY]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    ignore = ROOT / ".dockerignore"
+    patterns = ignore.read_text().splitlines() if ignore.exists() else []
+    patterns = [p.strip() for p in patterns if p.strip() and not p.startswith("#")]
+    sent = exclude_paths(str(tmp_path), patterns, dockerfile="deploy/Dockerfile")
+    leaked = sorted(p for p in LOCAL_ONLY if p in sent)
+    assert leaked == [], f"the build context would send {leaked}"
+    sources = _copied_sources((ROOT / "deploy" / "Dockerfile").read_text())
+    assert {"pyproject.toml", "README.md", "pusat", "store"} <= set(sources)
+    needed = [t for t in tracked if any(t == s or t.startswith(s + "/") for s in sources)]
+    missing = sorted(t for t in needed if t not in sent)
+    assert missing == [], f"the image copies {missing}, which the build context leaves out"
+    assert "processing/quantities.toml" in needed and "store/migrations/0001_core.sql" in needed
+
+
 # -- Mosquitto's part, for real -------------------------------------------------------------------
 
 

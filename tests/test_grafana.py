@@ -118,6 +118,63 @@ def kept(ours: Any, theirs: Any) -> bool:
     return bool(ours == theirs)
 
 
+GRID_COLUMNS = 24  # Grafana's dashboard grid
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in panels:
+        yield p
+        yield from _panels(p.get("panels", []))  # a collapsed row holds its own
+
+
+def _layout_faults(panels: list[dict[str, Any]]) -> list[str]:
+    faults: list[str] = []
+    placed: list[tuple[str, int, int, int, int]] = []
+    for p in _panels(panels):
+        g = p.get("gridPos") or {}
+        x, y, w, h = (g.get(k) for k in ("x", "y", "w", "h"))
+        name = p.get("title", "?")
+        if not all(isinstance(v, int) for v in (x, y, w, h)):
+            faults.append(f"{name}: no whole gridPos {g}")
+            continue
+        assert isinstance(x, int) and isinstance(y, int) and isinstance(w, int)
+        assert isinstance(h, int)
+        if x < 0 or y < 0 or w < 1 or h < 1 or x + w > GRID_COLUMNS:
+            faults.append(f"{name}: x={x} w={w} y={y} h={h} is off the {GRID_COLUMNS}-column grid")
+        for other, ox, oy, ow, oh in placed:
+            if x < ox + ow and ox < x + w and y < oy + oh and oy < y + h:
+                faults.append(f"{name} overlaps {other}")
+        placed.append((name, x, y, w, h))
+    return faults
+
+
+def test_every_panel_fits_the_grid_and_none_overlap() -> None:
+    """The dashboards the code makes and the files deploy/ provisions (and any other dashboard
+    JSON under pusat/grafana or deploy/grafana): each panel within the 24 columns, none on top
+    of another."""
+    found = {f"generated {uid}": d for uid, d in dashboards.dashboards().items()}
+    for path in sorted([*DEPLOY.rglob("*.json"), *(ROOT / "pusat" / "grafana").rglob("*.json")]):
+        doc = json.loads(path.read_text("utf-8"))
+        if isinstance(doc, dict) and "panels" in doc:
+            found[str(path.relative_to(ROOT))] = doc
+    assert len(found) >= 2 * len(dashboards.boards())
+    faults = {name: f for name, d in found.items() if (f := _layout_faults(d["panels"]))}
+    assert faults == {}
+
+
+def test_the_layout_check_catches_overlap_and_overflow() -> None:
+    ok = [{"title": "a", "gridPos": {"x": 0, "y": 0, "w": 12, "h": 8}}]
+    assert _layout_faults(ok) == []
+    wide = [*ok, {"title": "b", "gridPos": {"x": 12, "y": 0, "w": 24, "h": 8}}]
+    assert _layout_faults(wide) == ["b: x=12 w=24 y=0 h=8 is off the 24-column grid"]
+    on_top = [*ok, {"title": "c", "gridPos": {"x": 6, "y": 4, "w": 12, "h": 8}}]
+    assert _layout_faults(on_top) == ["c overlaps a"]
+    # The generator refuses a panel wider than the grid rather than place it off the edge.
+    with pytest.raises(ValueError, match="24-column grid"):
+        dashboards.Board("x", "x", "x").add("too wide", dashboards._table(), "SELECT 1", "table",
+                                            (), w=25, h=8)  # fmt: skip
+
+
 def test_dashboards_survive_the_sdk_round_trip() -> None:
     """Decoding with the SDK (Grafana's schema as code) and encoding again keeps everything we
     wrote: every field is one the schema knows. Annotation targets are the exception, compared

@@ -269,3 +269,111 @@ def test_api_docs_render_with_no_internet(settings: Settings, browser: object) -
         page.close()
     finally:
         server.stop()
+
+
+def district_sensors(n: int) -> list[dict[str, object]]:
+    """One air station in each of Presint 1 .. n, as the simulated city has them."""
+    return [
+        {
+            "id": f"AQ-P{i:02d}",
+            "domain": "air",
+            "district": f"Presint {i}",
+            "lat": 2.90 + 0.004 * i,
+            "lon": 101.68 + 0.002 * i,
+            "quantities": ["pm25"],
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+def test_wall_tiles_put_alarmed_sensors_first_and_count_what_they_hide(
+    settings: Settings, publisher: Publisher, browser: object
+) -> None:
+    """On a 1920 x 1080 wall nothing scrolls: a tile shows the rows that fit, alarmed first,
+    and says how many it leaves out."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    s = settings.with_(api_port=free_port(), api_token_cache_s=0.0)
+    assert s.database_url is not None
+    with db.connect(s.database_url) as conn:
+        _, viewer = auth.create_token(conn, "viewer", "wall-viewer")
+    root = f"{s.topic_root}/gw-wall"
+    n = 12
+    worker = RunningWorker(s).start()
+    server = ServerThread(s).start()
+    try:
+        publisher.publish(f"{root}/meta", json.dumps({"sensors": district_sensors(n)}), retain=True)
+        now = time.time()
+        # All districts equally good; the last by name has a stuck PM2.5 sensor (the same value
+        # for over two hours): an open alarm that does not change its air-quality band.
+        # (Oldest first: alarms take readings in arrival order, and a late one is not judged.)
+        readings = [
+            {"sensor": f"AQ-P{n:02d}", "ts": now - 600 * k, "values": {"pm25": 5.0}}
+            for k in range(13, 0, -1)
+        ]
+        readings += [
+            {"sensor": f"AQ-P{i:02d}", "ts": now - 30, "values": {"pm25": 5.0}}
+            for i in range(1, n + 1)
+        ]
+        publisher.publish(f"{root}/json", json.dumps(readings))
+        wait_for(
+            lambda: rows(
+                s.database_url or "",
+                "SELECT id FROM alerts WHERE sensor_id = %s AND state = 'active'",
+                (f"AQ-P{n:02d}",),
+            ),
+            what="the stuck-sensor alarm raised by ingest",
+        )
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page.goto(f"{server.url}/wall?token={viewer}")
+        page.wait_for_selector("#live.live", timeout=15_000)
+        expect(page.locator("#air .row")).to_have_count(n, timeout=15_000)
+        shown = page.locator("#air .row:visible")
+        expect(shown.first).to_contain_text(f"Presint {n}")
+        assert "alarmed" in (shown.first.get_attribute("class") or "")
+        visible = shown.count()
+        assert 3 <= visible < n, visible
+        expect(page.locator("#air .more")).to_have_text(f"+{n - visible} more not shown")
+        # Nothing scrolls and every row shown lies whole inside its tile.
+        for tile in ("#air", "#traffic", "#water"):
+            box = page.locator(tile).bounding_box()
+            assert box is not None
+            for row in page.locator(f"{tile} .row:visible").all():
+                r = row.bounding_box()
+                assert (
+                    r is not None
+                    and r["y"] >= box["y"]
+                    and (r["y"] + r["height"] <= box["y"] + box["height"])
+                ), (tile, r, box)
+            scroll = page.locator(f"{tile} .rows").evaluate("e => e.scrollHeight - e.clientHeight")
+            assert scroll <= 1, (tile, scroll)
+        assert page.evaluate("document.documentElement.scrollHeight") <= 1080
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "wall-tiles.png"))
+        page.close()
+
+        # A phone: the page fits its width and scrolls down to the alarms and the tiles.
+        phone = browser.new_page(viewport={"width": 412, "height": 915}, has_touch=True)
+        phone.goto(f"{server.url}/wall?token={viewer}")
+        phone.wait_for_selector("#live.live", timeout=15_000)
+        expect(phone.locator("#air .row")).to_have_count(n, timeout=15_000)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 412
+        phone.mouse.move(200, 500)
+        for target in ("#alarms li", "#water h2", f"#air .row >> text=Presint {n - 1}"):
+            for _ in range(40):
+                if phone.locator(target).first.evaluate(
+                    "e => { const r = e.getBoundingClientRect();"
+                    " return r.top >= 0 && r.bottom <= innerHeight && r.left >= 0"
+                    " && r.right <= innerWidth; }"
+                ):
+                    break
+                phone.mouse.wheel(0, 300)
+                phone.wait_for_timeout(50)
+            expect(phone.locator(target).first).to_be_in_viewport(ratio=1)
+            phone.mouse.wheel(0, -100_000)
+        phone.screenshot(path=str(ARTIFACTS / "wall-phone.png"), full_page=True)
+        phone.close()
+    finally:
+        server.stop()
+        worker.stop()

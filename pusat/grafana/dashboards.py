@@ -22,7 +22,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import geomap as gm
 
 from pusat.grafana import datasource as ds
-from pusat.grafana import sql
+from pusat.grafana import layout, sql
 from pusat.grafana.sql import Query
 
 FOLDER_UID = "pusat"
@@ -185,6 +185,7 @@ class Board:
     alarm_annotations: bool = False
     queries: list[Query] = field(default_factory=list)
     _panels: list[PanelBuilder] = field(default_factory=list)
+    _sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def add(
         self,
@@ -199,11 +200,13 @@ class Board:
         description: str = "",
         tiered: bool = False,
     ) -> None:
+        layout.check_size(w, h)
         panel.id(len(self._panels) + 1).title(title).datasource(ds.ref()).span(w).height(h)
         if description:
             panel.description(description)
         panel.with_target(ds.Sql("A", query, fmt))
         self._panels.append(panel)
+        self._sizes.append((w, h))
         self.queries.append(Query(self.uid, title, "A", query, fmt, needs, tiered))
 
     def build(self) -> dm.Dashboard:
@@ -269,7 +272,13 @@ class Board:
             d.with_variable(_variable(name))
         for p in self._panels:
             d.with_panel(p)
-        return d.build()
+        built = d.build()
+        # Placed here, not by the SDK (see pusat.grafana.layout).
+        for panel, (w, h), (x, y) in zip(
+            built.panels or [], self._sizes, layout.place(self._sizes), strict=True
+        ):
+            panel.grid_pos = dm.GridPos(h=h, w=w, x=x, y=y)
+        return built
 
 
 class _GrafanaAnnotationTarget(dm.AnnotationTarget):
