@@ -51,6 +51,7 @@ class District(BaseModel):
 
 class Districts(BaseModel):
     as_of: datetime
+    received: datetime | None = Field(None, description="when the newest value reached Pusat")
     sensors: int
     states: dict[str, int]
     districts: list[District]
@@ -65,13 +66,14 @@ WITH periods AS (
          max(CASE severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 ELSE 1 END) AS rank
   FROM alerts WHERE state = ANY(%(open)s) GROUP BY sensor_id
 ), fresh AS (
-  SELECT se.sensor_id, max(l.ts) AS newest,
+  SELECT se.sensor_id, max(l.ts) AS newest, max(l.received_at) AS received,
          bool_or(l.ts >= %(now)s - make_interval(secs => %(factor)s * coalesce(p.period_s,
                  %(default_period)s))) AS fresh
   FROM latest_data l JOIN series se USING (series_id) LEFT JOIN periods p USING (quantity)
   GROUP BY se.sensor_id
 ), state AS (
-  SELECT s.sensor_id, s.district, s.domain, s.lat, s.lon, f.newest, coalesce(a.n, 0) AS alarms,
+  SELECT s.sensor_id, s.district, s.domain, s.lat, s.lon, f.newest, f.received,
+         coalesce(a.n, 0) AS alarms,
          CASE WHEN a.rank = 3 THEN 0 WHEN a.rank = 2 THEN 1
               WHEN NOT coalesce(f.fresh, false) THEN 2 WHEN a.rank = 1 THEN 3 ELSE 4 END AS k
   FROM sensors s LEFT JOIN alarm a USING (sensor_id) LEFT JOIN fresh f USING (sensor_id)
@@ -80,7 +82,7 @@ WITH periods AS (
   SELECT *, row_number() OVER (PARTITION BY district ORDER BY k, alarms DESC, sensor_id) AS r
   FROM state
 )
-SELECT district, k, domain, count(*), avg(lat), avg(lon),
+SELECT district, k, domain, count(*), avg(lat), avg(lon), max(received),
        coalesce(jsonb_agg(jsonb_build_array(sensor_id, k, alarms, lat, lon, newest)
                           ORDER BY r) FILTER (WHERE r <= %(worst)s), '[]')
 FROM ranked GROUP BY district, k, domain
@@ -88,10 +90,14 @@ FROM ranked GROUP BY district, k, domain
 
 
 def summary(rows: list[tuple[Any, ...]], now: datetime, worst: int) -> dict[str, Any]:
-    """The answer, from (district, state rank, domain, count, lat, lon, worst) groups."""
+    """The answer, from (district, state rank, domain, count, lat, lon, received, worst)
+    groups."""
     by: dict[str | None, dict[str, Any]] = {}
     weights: dict[str | None, list[float]] = {}
-    for district, k, domain, n, lat, lon, picked in rows:
+    received: datetime | None = None
+    for district, k, domain, n, lat, lon, newest_received, picked in rows:
+        if newest_received is not None and (received is None or newest_received > received):
+            received = newest_received
         d = by.setdefault(
             district,
             {"district": district, "sensors": 0, "states": dict.fromkeys(STATES, 0), "domains": {},
@@ -126,7 +132,13 @@ def summary(rows: list[tuple[Any, ...]], now: datetime, worst: int) -> dict[str,
     for d in out:
         for s in STATES:
             totals[s] += d["states"][s]
-    return {"as_of": now, "sensors": sum(totals.values()), "states": totals, "districts": out}
+    return {
+        "as_of": now,
+        "received": received,
+        "sensors": sum(totals.values()),
+        "states": totals,
+        "districts": out,
+    }
 
 
 @router.get(

@@ -53,7 +53,9 @@ async def wall(request: Request, state: Annotated[ApiState, Depends(get_state)])
         await authenticate(request, state, read=True)
     except ApiError as e:
         return HTMLResponse(_NEEDS_TOKEN.format(detail=html.escape(e.detail)), status_code=e.status)
-    config = json.dumps({"staleS": state.settings.wall_stale_s})
+    config = json.dumps(
+        {"staleS": state.settings.wall_stale_s, "citySensors": state.settings.wall_city_sensors}
+    )
     body = page().replace("/*PUSAT_CONFIG*/{}", config, 1)
     # The page only talks to this server; forbid everything else outright.
     csp = (

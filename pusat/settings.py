@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     wall_stale_s: float = Field(
         120.0, gt=0, description="the wall's freshness indicator turns red after this silence"
     )
+    wall_city_sensors: int = Field(
+        2000,
+        ge=0,
+        description="above this many sensors the wall shows districts (server aggregates),"
+        " not every sensor",
+    )
 
     # -- Grafana walls and gateway credentials (pusat/grafana, pusat/gateways.py) -----------------
     grafana_url: str | None = Field(

@@ -377,3 +377,77 @@ def test_wall_tiles_put_alarmed_sensors_first_and_count_what_they_hide(
     finally:
         server.stop()
         worker.stop()
+
+
+def test_wall_of_a_big_city_shows_districts_from_the_server(
+    settings: Settings, publisher: Publisher, browser: object
+) -> None:
+    """Past PUSAT_WALL_CITY_SENSORS the wall asks for the districts summary, not every sensor
+    and value: district bubbles sized and coloured by their sensors' states, the worst sensors,
+    district tiles (alarmed first), and a live stream of alarms only, on which a new alarm
+    arrives without a reload."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    s = settings.with_(api_port=free_port(), api_token_cache_s=0.0, wall_city_sensors=3)
+    assert s.database_url is not None
+    with db.connect(s.database_url) as conn:
+        _, viewer = auth.create_token(conn, "viewer", "wall-city")
+    root = f"{s.topic_root}/gw-wall"
+    worker = RunningWorker(s).start()
+    server = ServerThread(s).start()
+    try:
+        publisher.publish(f"{root}/meta", json.dumps({"sensors": SENSORS}), retain=True)
+        now = time.time()
+        publisher.publish(
+            f"{root}/json",
+            json.dumps(
+                [
+                    {"sensor": "AQ-P9-01", "ts": now - 5, "values": {"pm25": 12.0}},
+                    {"sensor": "AQ-P10-01", "ts": now - 5, "values": {"pm25": 14.0}},
+                    {"sensor": "LOOP-P2-01", "ts": now - 5, "values": {"flow": 640}},
+                    {"sensor": "WQ-WET-01", "ts": now - 5, "values": {"water_level": 1.21}},
+                    {"sensor": "AQ-P8-01", "ts": now - 180, "values": {"pm25": 80.0}},
+                    {"sensor": "AQ-P8-01", "ts": now - 30, "values": {"pm25": 82.0}},
+                ]
+            ),
+        )
+        wait_for(
+            lambda: rows(s.database_url or "", "SELECT id FROM alerts WHERE state = 'active'"),
+            what="the PM2.5 alarm raised by ingest",
+        )
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}/wall?token={viewer}")
+        page.wait_for_selector("#live.live", timeout=15_000)
+        expect(page.locator("#map circle.district-bubble")).to_have_count(5, timeout=15_000)
+        expect(page.locator("#ticker")).to_contain_text("5 sensors in 5 districts")
+        expect(page.locator("#alarms li.warning")).to_have_count(1)
+        p8 = page.locator("#map circle.district-bubble[data-district='Presint 8']")
+        assert "var(--warn)" in (p8.get_attribute("style") or "")
+        expect(page.locator("#map circle.sensor.worst")).to_have_count(1)  # the alarmed one
+        air = page.locator("#air .row .name")
+        expect(air).to_have_count(3)
+        assert air.first.inner_text().splitlines()[0] == "Presint 8"  # alarmed first
+
+        # A new alarm reaches the wall on the live stream (alarms only in a city), and the
+        # district's bubble turns with the next summary.
+        publisher.publish(f"{root}/json", native("WQ-WET-01", time.time(), water_level=3.2))
+        expect(page.locator("#alarms li.critical")).to_have_count(1, timeout=15_000)
+        wetland = page.locator("#map circle.district-bubble[data-district='Wetland']")
+        expect(wetland).to_have_attribute("style", "fill:var(--crit)", timeout=15_000)
+        live = [u for u in requests if "/api/v1/live" in u]
+        assert live and all("kind=alerts" in u for u in live)
+        asked = {u.split("?")[0].removeprefix(server.url) for u in requests}
+        assert "/api/v1/districts" in asked
+        assert not asked & {"/api/v1/latest", "/api/v1/sensors"}, asked
+        assert not errors, errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "wall-city.png"))
+        page.close()
+    finally:
+        server.stop()
+        worker.stop()
