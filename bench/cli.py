@@ -165,6 +165,15 @@ def _mount_export() -> None:
 _mount_export()
 
 
+def _mount_wall() -> None:
+    from bench.wall import wall_command
+
+    app.command("wall")(wall_command)
+
+
+_mount_wall()
+
+
 @app.command()
 def city(
     quick: Annotated[

@@ -26,7 +26,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -269,62 +270,83 @@ def export(api_url: str, token: str, fmt: str, end: datetime, pid: int) -> Expor
     )
 
 
+@contextmanager
+def bench_database(folder: Path) -> Iterator[tuple[str, str]]:
+    """A throwaway PostgreSQL in ``folder`` (no fsync), its database ``bench`` migrated; (its
+    URL, the server's version) until the block ends, then stopped (also on failure)."""
+    pg = start_postgres(folder / "data", durable=False)
+    try:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("bench")))
+            row = conn.execute("SELECT version()").fetchone()
+        url = db.with_database(pg.url, "bench")
+        with db.connect(url) as conn:
+            migrate.upgrade(conn)
+        yield url, (str(row[0]).split(" on ")[0] if row else "PostgreSQL ?")
+    finally:
+        pg.stop()
+
+
+@contextmanager
+def serve_api(
+    url: str, home: Path, env: Mapping[str, str] = {}
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`pusat api` on a free port in a process of its own, as in production, on ``url``'s
+    database; (its address, the process) until the block ends."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUSAT_")}
+    environ.update(PUSAT_DATABASE_URL=url, PUSAT_HOME=str(home), **env)
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pusat", "api", "--host", "127.0.0.1"),
+            *("--port", str(port), "--log-level", "WARNING"),
+        ],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        api_url = f"http://127.0.0.1:{port}"
+        _wait_for(api_url, server)
+        yield api_url, server
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def run(
     config: Config,
     command: str = "pusat bench export",
     log: Callable[[str], None] = lambda m: None,
 ) -> Result:
-    with tempfile.TemporaryDirectory(prefix="pusat-bench-export-") as tmp:
-        pg = start_postgres(Path(tmp) / "data", durable=False)
-        try:
-            with psycopg.connect(pg.url, autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("bench")))
-                version = conn.execute("SELECT version()").fetchone()
-            url = db.with_database(pg.url, "bench")
-            with db.connect(url) as conn:
-                migrate.upgrade(conn)
-                _, token = auth.create_token(conn, "viewer", "bench")
-            log(f"loading {config.rows:,} readings")
-            t = time.perf_counter()
-            loaded = load(url, config)
-            load_seconds = time.perf_counter() - t
-            log(f"loaded {loaded:,} readings in {load_seconds:.0f} s")
-            end = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(
-                seconds=STEP_S * (config.rows // config.sensors) + 1
-            )
-            port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PUSAT_")}
-            env.update(PUSAT_DATABASE_URL=url, PUSAT_HOME=str(Path(tmp) / "home"))
-            server = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "pusat", "api", "--host", "127.0.0.1"),
-                    *("--port", str(port), "--log-level", "WARNING"),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            try:
-                api_url = f"http://127.0.0.1:{port}"
-                _wait_for(api_url, server)
-                warm = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
-                for fmt in FORMATS:  # every library of the export path loaded
-                    export(api_url, token, fmt, warm, server.pid)
-                load_average = os.getloadavg()
-                done = []
-                for fmt in config.formats:
-                    log(f"exporting {fmt}")
-                    e = export(api_url, token, fmt, end, server.pid)
-                    log(
-                        f"{fmt}: {e.rows:,} rows, {e.bytes / MIB:,.0f} MiB in {e.seconds:.1f} s,"
-                        f" RSS +{e.growth_mib:.1f} MiB"
-                    )
-                    done.append(e)
-            finally:
-                server.terminate()
-                server.wait(30)
-        finally:
-            pg.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="pusat-bench-export-") as tmp,
+        bench_database(Path(tmp)) as (url, version),
+    ):
+        with db.connect(url) as conn:
+            _, token = auth.create_token(conn, "viewer", "bench")
+        log(f"loading {config.rows:,} readings")
+        t = time.perf_counter()
+        loaded = load(url, config)
+        load_seconds = time.perf_counter() - t
+        log(f"loaded {loaded:,} readings in {load_seconds:.0f} s")
+        end = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(
+            seconds=STEP_S * (config.rows // config.sensors) + 1
+        )
+        with serve_api(url, Path(tmp) / "home") as (api_url, server):
+            warm = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
+            for fmt in FORMATS:  # every library of the export path loaded
+                export(api_url, token, fmt, warm, server.pid)
+            load_average = os.getloadavg()
+            done = []
+            for fmt in config.formats:
+                log(f"exporting {fmt}")
+                e = export(api_url, token, fmt, end, server.pid)
+                log(
+                    f"{fmt}: {e.rows:,} rows, {e.bytes / MIB:,.0f} MiB in {e.seconds:.1f} s,"
+                    f" RSS +{e.growth_mib:.1f} MiB"
+                )
+                done.append(e)
     return Result(
         config=config,
         loaded=loaded,
@@ -332,7 +354,7 @@ def run(
         exports=tuple(done),
         machine=_machine(),
         load_average=load_average,
-        postgresql=(version[0].split(" on ")[0] if version else "PostgreSQL ?"),
+        postgresql=version,
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         command=command,
     )
