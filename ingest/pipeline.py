@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ingest import lorawan, native, records, sdm, senml, topics
+from ingest import lorawan, native, records, sdm, senml, sparkplug, topics
 from ingest.meta import parse_meta, parse_status
 from ingest.records import Columns, Decoded, Rejection
 from processing import validate
@@ -53,6 +53,9 @@ class Limits:
     strict: bool
     # LoRaWAN applications: their topics are read too (PUSAT_LORAWAN_MAPPINGS)
     lorawan: lorawan.Mappings = field(default_factory=lorawan.Mappings)
+    # Sparkplug B edge nodes (PUSAT_SPARKPLUG_MAPPINGS): the host's state of every node (births,
+    # aliases, sequence numbers) lives across batches, so it is shared by each batch's accumulator
+    sparkplug: sparkplug.Host | None = None
 
 
 # (quantity index, scale, offset, canonical unit) for one (quantity, unit) pair
@@ -112,6 +115,10 @@ class Accumulator:
         if t is None and (route := self.limits.lorawan.route(m.topic)) is not None:
             self._lorawan(route, m)
             return
+        host = self.limits.sparkplug
+        if t is None and host is not None and (spb := host.mappings.route(m.topic)) is not None:
+            self._sparkplug(host, spb, m)
+            return
         if t is None:
             self._reject(
                 m, None, Rejection(records.BAD_TOPIC, f"topic {m.topic!r} breaks the contract")
@@ -156,6 +163,24 @@ class Accumulator:
         event = lorawan.decode(route, m.payload, m.received_at)
         if event.online:
             self.statuses.append(GatewayStatus(gw, "online", m.received_at))
+        cols = self._cols
+        before = len(cols.sensor)
+        cols.extend_rows(event.decoded.readings)
+        if len(cols.sensor) > before:
+            self._add_runs(len(self.messages) - 1, gw, before, len(cols.sensor) - before)
+        for rej in event.decoded.rejections:
+            self._reject(m, gw, rej)
+
+    def _sparkplug(self, host: sparkplug.Host, route: sparkplug.Route, m: Message) -> None:
+        """A Sparkplug B message: readings under the node's (or device's) gateway."""
+        gw = route.group.gateway(route.node, route.device)
+        self.gateways_seen[gw] = max(self.gateways_seen.get(gw, 0.0), m.received_at)
+        if len(m.payload) > self.limits.max_payload_bytes:
+            size = f"{len(m.payload)} bytes exceeds the limit of {self.limits.max_payload_bytes}"
+            self._reject(m, gw, Rejection(records.TOO_LARGE, size))
+            return
+        event = host.decode(route, m.payload, m.received_at)
+        self.statuses += [GatewayStatus(s.gateway, s.status, m.received_at) for s in event.statuses]
         cols = self._cols
         before = len(cols.sensor)
         cols.extend_rows(event.decoded.readings)
