@@ -330,9 +330,9 @@ def test_tahu_edge_node_births_data_rebirth_and_deaths_land(
         expected = [
             ("Pump/Starts", -3.0, None, t),
             ("Pump/Starts", -3.0, None, t + 180),
-            ("pump_running", 1.0, None, t),
-            ("pump_running", 1.0, None, t + 180),
-            ("pump_running", 0.0, None, t + 240),
+            ("pump_running", 1.0, "1", t),
+            ("pump_running", 1.0, "1", t + 180),
+            ("pump_running", 0.0, "1", t + 240),
             ("water_flow", 0.12, "m3/s", t),  # 120 l/s, mapped
             ("water_flow", 0.15, "m3/s", t + 55),  # the metric's own timestamp
             ("water_flow", 0.12, "m3/s", t + 180),
