@@ -165,6 +165,15 @@ def _mount_export() -> None:
 _mount_export()
 
 
+def _mount_gateways() -> None:
+    from bench.gateways import gateways_command
+
+    app.command("gateways")(gateways_command)
+
+
+_mount_gateways()
+
+
 @app.command()
 def city(
     quick: Annotated[

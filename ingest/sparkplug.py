@@ -67,7 +67,6 @@ from ingest.records import (
     UNKNOWN_ALIAS,
     Candidate,
     Decoded,
-    clip,
 )
 from ingest.sparkplug_proto.sparkplug_b_pb2 import Payload
 from ingest.timeparse import EPOCH_MAX
@@ -91,6 +90,7 @@ DATATYPE_NAMES = {
 }  # fmt: skip
 READABLE = frozenset({*SIGNED_BITS, *UNSIGNED, FLOAT, DOUBLE, BOOLEAN})
 PROTOCOL_PREFIXES = ("Node Control/", "Device Control/")
+MAX_MS = int(EPOCH_MAX * 1000)
 
 
 class MetricMap(NamedTuple):
@@ -213,11 +213,46 @@ def load(paths: list[Path]) -> Mappings:
 
 
 class Declared(NamedTuple):
-    """A metric as a birth certificate declared it."""
+    """A metric as a birth certificate declared it, and how its values read (worked out once
+    per birth, not per value)."""
 
     name: str
     datatype: int
-    unit: str | None  # the engUnit property
+    quantity: str | None  # None: not a reading (the protocol's own, or not a number)
+    unit: str | None  # the mapping's, else the birth's engUnit
+    scale: float
+    fields: frozenset[str]  # the value fields that fit the datatype
+    bits: int  # a signed integer's width (two's complement in an unsigned field), else 0
+    refused: str | None  # why a mapped metric cannot be read (non_numeric), else None
+
+
+FLOAT_FIELDS = frozenset({"float_value", "double_value"})
+BOOLEAN_FIELDS = frozenset({"boolean_value"})
+INTEGER_FIELDS = frozenset({"int_value", "long_value"})
+
+
+def declare(g: Group, name: str, datatype: int, eng_unit: str | None) -> Declared:
+    """How metric ``name`` of ``datatype`` reads under the group's mapping."""
+    mapped = g.metrics.get(name)
+    none = frozenset[str]()
+    if name == "bdSeq" or name.startswith(PROTOCOL_PREFIXES):
+        return Declared(name, datatype, None, None, 1.0, none, 0, None)
+    if datatype not in READABLE:
+        kind = DATATYPE_NAMES.get(datatype, f"datatype {datatype}")
+        why = f"{name[:60]} is a {kind} metric" if mapped is not None else None
+        return Declared(name, datatype, None, None, 1.0, none, 0, why)
+    fields = (
+        FLOAT_FIELDS
+        if datatype in (FLOAT, DOUBLE)
+        else BOOLEAN_FIELDS
+        if datatype == BOOLEAN
+        else INTEGER_FIELDS
+    )
+    bits = SIGNED_BITS.get(datatype, 0)
+    if mapped is None:
+        return Declared(name, datatype, name, eng_unit, 1.0, fields, bits, None)
+    unit = mapped.unit if mapped.unit is not None else eng_unit
+    return Declared(name, datatype, mapped.quantity, unit, mapped.scale, fields, bits, None)
 
 
 @dataclass
@@ -355,86 +390,58 @@ class Host:
     ) -> None:
         g = route.group
         sensor = g.sensor(route.node, route.device)
-        default_ts = msg.timestamp / 1000.0
+        default_ms = msg.timestamp
+        readings = out.readings
         for i, m in enumerate(msg.metrics):
+            name = m.name
             if birth:
-                if not m.name:
+                if not name:
                     out.reject(BAD_PAYLOAD, f"{sensor}: a birth certificate metric has no name", i)
                     continue
-                declared = Declared(m.name, m.datatype, _eng_unit(m))
+                d = declare(g, name, m.datatype, _eng_unit(m))
                 if m.HasField("alias"):
-                    aliases[m.alias] = declared
-                names[m.name] = declared
-            elif m.HasField("name") and m.name:
-                declared_or_none = names.get(m.name)
-                if declared_or_none is None:
-                    declared = Declared(m.name, m.datatype, _eng_unit(m))
+                    aliases[m.alias] = d
+                names[name] = d
+            else:
+                # by name when it has one (a metric the birth did not list reads by its own
+                # datatype), else by alias
+                found = names.get(name) if name else aliases.get(m.alias)
+                if found is not None:
+                    d = found
+                elif name:
+                    d = declare(g, name, m.datatype, _eng_unit(m))
                 else:
-                    declared = declared_or_none
-            elif m.HasField("alias") and m.alias in aliases:
-                declared = aliases[m.alias]
-            else:
-                what = f"alias {m.alias}" if m.HasField("alias") else "a metric with no name"
-                out.reject(UNKNOWN_ALIAS, f"{sensor}: {what} is in no birth certificate", i)
-                self.want_rebirth(g.group, route.node, now)
+                    what = f"alias {m.alias}" if m.HasField("alias") else "a metric with no name"
+                    out.reject(UNKNOWN_ALIAS, f"{sensor}: {what} is in no birth certificate", i)
+                    self.want_rebirth(g.group, route.node, now)
+                    continue
+            quantity = d.quantity
+            if quantity is None:
+                if d.refused is not None and not m.is_null:
+                    out.reject(NON_NUMERIC, f"{sensor}: {d.refused}", i)
                 continue
-            name = declared.name
-            if name == "bdSeq" or name.startswith(PROTOCOL_PREFIXES):
+            which = m.WhichOneof("value")
+            if which not in d.fields:
+                if which is not None and not m.is_null:
+                    kind = DATATYPE_NAMES.get(d.datatype, str(d.datatype))
+                    out.reject(NON_NUMERIC, f"{sensor}: {d.name[:60]}: {which} for {kind}", i)
+                continue  # else no value at this time: nothing was measured
+            if m.is_null:
                 continue
-            if m.is_null or m.WhichOneof("value") is None:
-                continue  # no value at this time: nothing was measured
-            mapped = g.metrics.get(name)
-            datatype = m.datatype if m.HasField("datatype") else declared.datatype
-            if datatype not in READABLE:
-                if mapped is not None:
-                    kind = DATATYPE_NAMES.get(datatype, f"datatype {datatype}")
-                    out.reject(NON_NUMERIC, f"{sensor}: {name[:60]} is a {kind} metric", i)
-                continue
-            value = _value(m, datatype)
-            if value is None:
-                out.reject(
-                    NON_NUMERIC, f"{sensor}: {name[:60]}: {clip(m.WhichOneof('value'))} value", i
-                )
-                continue
+            raw = getattr(m, which)
+            if d.bits:  # two's complement in the unsigned field
+                raw &= (1 << d.bits) - 1
+                if raw >= 1 << (d.bits - 1):
+                    raw -= 1 << d.bits
+            value = float(raw) * d.scale
             if not math.isfinite(value):
-                out.reject(NOT_FINITE, f"{sensor}: {name[:60]} = {value!r}", i)
+                out.reject(NOT_FINITE, f"{sensor}: {d.name[:60]} = {value!r}", i)
                 continue
-            ts = m.timestamp / 1000.0 if m.HasField("timestamp") else default_ts
-            if ts > EPOCH_MAX:
-                out.reject(BAD_TIME, f"{sensor}: {name[:60]}: timestamp {ts * 1000:.0f} ms", i)
+            ts_ms = m.timestamp or default_ms
+            if ts_ms > MAX_MS:
+                out.reject(BAD_TIME, f"{sensor}: {d.name[:60]}: timestamp {ts_ms} ms", i)
                 continue
-            unit = _eng_unit(m) or declared.unit
-            if mapped is None:
-                out.readings.append(Candidate(sensor, name, ts, value, unit))
-            else:
-                unit = mapped.unit if mapped.unit is not None else unit
-                value *= mapped.scale
-                out.readings.append(Candidate(sensor, mapped.quantity, ts, value, unit))
-
-
-def _value(m: Payload.Metric, datatype: int) -> float | None:
-    """The metric's value as a float by its datatype; None when the value field does not fit."""
-    which = m.WhichOneof("value")
-    if datatype in (FLOAT, DOUBLE):
-        if which == "float_value":
-            return float(m.float_value)
-        if which == "double_value":
-            return m.double_value
-        return None
-    if datatype == BOOLEAN:
-        return (1.0 if m.boolean_value else 0.0) if which == "boolean_value" else None
-    if which == "int_value":
-        raw = m.int_value
-    elif which == "long_value":
-        raw = m.long_value
-    else:
-        return None
-    bits = SIGNED_BITS.get(datatype)
-    if bits is not None:  # two's complement in the unsigned field
-        raw &= (1 << bits) - 1
-        if raw >= 1 << (bits - 1):
-            raw -= 1 << bits
-    return float(raw)
+            readings.append(Candidate(sensor, quantity, ts_ms / 1000.0, value, d.unit))
 
 
 def _eng_unit(m: Payload.Metric) -> str | None:
