@@ -97,6 +97,9 @@ class Accumulator:
     _run_gateway: list[str | None] = field(default_factory=list)
     _run_kind: list[int] = field(default_factory=list)
     _run_length: list[int] = field(default_factory=list)
+    _mixes: dict[tuple[tuple[str, ...], tuple[str | None, ...]], list[int]] = field(
+        default_factory=dict
+    )
     quarantine: list[QuarantineRow] = field(default_factory=list)
     sensors: list[SensorMeta] = field(default_factory=list)
     statuses: list[GatewayStatus] = field(default_factory=list)
@@ -179,11 +182,10 @@ class Accumulator:
             size = f"{len(m.payload)} bytes exceeds the limit of {self.limits.max_payload_bytes}"
             self._reject(m, gw, Rejection(records.TOO_LARGE, size))
             return
-        event = host.decode(route, m.payload, m.received_at)
-        self.statuses += [GatewayStatus(s.gateway, s.status, m.received_at) for s in event.statuses]
         cols = self._cols
         before = len(cols.sensor)
-        cols.extend_rows(event.decoded.readings)
+        event = host.decode(route, m.payload, m.received_at, cols)
+        self.statuses += [GatewayStatus(s.gateway, s.status, m.received_at) for s in event.statuses]
         if len(cols.sensor) > before:
             self._add_runs(len(self.messages) - 1, gw, before, len(cols.sensor) - before)
         for rej in event.decoded.rejections:
@@ -216,8 +218,14 @@ class Accumulator:
             if quantity.count(quantity[0]) == count and unit.count(unit[0]) == count:
                 pair = (quantity[0], unit[0])
             else:
-                pairs = zip(quantity, unit, strict=True)
-                self._run_kind += [kinds.setdefault(pair, len(kinds)) for pair in pairs]
+                # A Sparkplug device's DDATA repeats the same mix of quantities message after
+                # message: their kinds are looked up once per mix.
+                mix = (tuple(quantity), tuple(unit))
+                known = self._mixes.get(mix)
+                if known is None:
+                    pairs = zip(quantity, unit, strict=True)
+                    known = self._mixes[mix] = [kinds.setdefault(p, len(kinds)) for p in pairs]
+                self._run_kind += known
                 self._run_length += [1] * count
                 self._run_message += [message] * count
                 self._run_gateway += [gateway] * count

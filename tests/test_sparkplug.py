@@ -475,3 +475,37 @@ def test_a_shared_subscription_group_is_refused_with_sparkplug(
     s = settings.with_(sparkplug_mappings=str(group_mapping(tmp_path, "G")), group="pusat")
     with pytest.raises(ValueError, match="partitions"):
         Worker(s, catalogue.load(), IngestMetrics())
+
+
+def test_ddata_of_one_mix_of_quantities_converts_each_reading_by_its_own_kind(
+    tmp_path: Path,
+) -> None:
+    """The pipeline looks the kinds of a repeated mix up once: each reading keeps its own."""
+    from ingest.pipeline import Accumulator, Limits, Message
+    from processing import catalogue
+
+    host, _ = host_for(tmp_path)
+    limits = Limits(256 * 1024, 300.0, 90 * 86400.0, False, sparkplug=host)
+    acc = Accumulator("pusat/v1", catalogue.load(), limits)
+    t = int(time.time()) - 60
+    birth = payload(t * 1000, 0,
+                    {"name": "Level", "alias": 1, "datatype": 10, "double_value": 125.0,
+                     "props": {"engUnit": "cm"}},
+                    {"name": "Inflow", "alias": 2, "datatype": 9, "float_value": 100.0},
+                    {"name": "Pump/Running", "alias": 3, "datatype": 11, "boolean_value": True})
+    acc.add(Message("spBv1.0/G/NBIRTH/PS-Presint9", payload(t * 1000, 0), t))
+    acc.add(Message("spBv1.0/G/DBIRTH/PS-Presint9/WetWell", birth, t))  # fmt: skip
+    for k in range(1, 4):
+        body = payload((t + k) * 1000, k, {"alias": 1, "double_value": 100.0 + k},
+                       {"alias": 2, "float_value": 10.0 * k}, {"alias": 3, "boolean_value": False})
+        acc.add(Message("spBv1.0/G/DDATA/PS-Presint9/WetWell", body, t))  # fmt: skip
+    r = acc.finish(lambda s: s, time.time()).readings
+    seconds = (r.ts_us // 1_000_000).tolist()
+    got = sorted(zip(r.quantity, r.unit, seconds, r.value.tolist(), strict=True))
+    assert got == sorted(
+        [("water_level", "m", t, 1.25), ("water_flow", "m3/s", t, 0.1)]
+        + [("pump_running", "1", t, 1.0)]
+        + [("water_level", "m", t + k, (100.0 + k) / 100) for k in range(1, 4)]
+        + [("water_flow", "m3/s", t + k, 0.01 * k) for k in range(1, 4)]
+        + [("pump_running", "1", t + k, 0.0) for k in range(1, 4)]
+    )
