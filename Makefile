@@ -12,7 +12,10 @@ TSDB_ROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/tsdb-root
 # The community edition's SQL is checked on PGlite's TimescaleDB build (npm), kept there too.
 PGLITE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/pglite
 
-.PHONY: up test lint system-deps tsdb-root pglite clean
+# Eclipse Tahu's Sparkplug client (npm), the third-party edge node of tests/test_sparkplug.py.
+SPARKPLUG_CLIENT_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/sparkplug-client
+
+.PHONY: up test lint system-deps tsdb-root pglite sparkplug-client clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +35,10 @@ pglite:
 	  (cd "$(PGLITE_DIR)" && npm install --no-audit --no-fund --silent) || \
 	  echo "warning: no PGlite TimescaleDB build; the suite reports its community tier as skipped"
 
+sparkplug-client:
+	@sh deploy/sparkplug-client/install.sh "$(SPARKPLUG_CLIENT_DIR)" || \
+	  echo "warning: no Sparkplug client; tests/test_sparkplug.py installs it or says why not"
+
 up: $(STAMP)
 	$(BIN)/pusat up
 
@@ -39,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: system-deps $(STAMP) lint tsdb-root pglite
+test: system-deps $(STAMP) lint tsdb-root pglite sparkplug-client
 	$(BIN)/pytest
 
 clean:

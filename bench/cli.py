@@ -174,6 +174,15 @@ def _mount_wall() -> None:
 _mount_wall()
 
 
+def _mount_gateways() -> None:
+    from bench.gateways import gateways_command
+
+    app.command("gateways")(gateways_command)
+
+
+_mount_gateways()
+
+
 @app.command()
 def city(
     quick: Annotated[

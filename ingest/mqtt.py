@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter
 
-from ingest import lorawan, topics
+from ingest import lorawan, sparkplug, topics
 from ingest.pipeline import Message
 from pusat.settings import Settings
 
@@ -105,6 +105,9 @@ class Session:
         self.subscribed = threading.Event()  # set once the broker has confirmed the subscription
         gateways = lorawan.load(settings.lorawan_mapping_files()).subscriptions()
         self._subs = topics.subscriptions(settings.topic_root, settings.group, gateways)
+        # Sparkplug never as a shared subscription: a node's births and data must meet in one
+        # worker (Worker refuses a group with Sparkplug groups configured)
+        self._subs += sparkplug.load(settings.sparkplug_mapping_files()).subscriptions()
         target = settings.mqtt()
         self._target = target
         c = _Client(

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ingest import lorawan, native, records, sdm, senml, topics
+from ingest import lorawan, native, records, sdm, senml, sparkplug, topics
 from ingest.meta import parse_meta, parse_status
 from ingest.records import Columns, Decoded, Rejection
 from processing import validate
@@ -53,6 +53,9 @@ class Limits:
     strict: bool
     # LoRaWAN applications: their topics are read too (PUSAT_LORAWAN_MAPPINGS)
     lorawan: lorawan.Mappings = field(default_factory=lorawan.Mappings)
+    # Sparkplug B edge nodes (PUSAT_SPARKPLUG_MAPPINGS): the host's state of every node (births,
+    # aliases, sequence numbers) lives across batches, so it is shared by each batch's accumulator
+    sparkplug: sparkplug.Host | None = None
 
 
 # (quantity index, scale, offset, canonical unit) for one (quantity, unit) pair
@@ -94,6 +97,9 @@ class Accumulator:
     _run_gateway: list[str | None] = field(default_factory=list)
     _run_kind: list[int] = field(default_factory=list)
     _run_length: list[int] = field(default_factory=list)
+    _mixes: dict[tuple[tuple[str, ...], tuple[str | None, ...]], list[int]] = field(
+        default_factory=dict
+    )
     quarantine: list[QuarantineRow] = field(default_factory=list)
     sensors: list[SensorMeta] = field(default_factory=list)
     statuses: list[GatewayStatus] = field(default_factory=list)
@@ -111,6 +117,10 @@ class Accumulator:
         t = topics.parse(self.topic_root, m.topic)
         if t is None and (route := self.limits.lorawan.route(m.topic)) is not None:
             self._lorawan(route, m)
+            return
+        host = self.limits.sparkplug
+        if t is None and host is not None and (spb := host.mappings.route(m.topic)) is not None:
+            self._sparkplug(host, spb, m)
             return
         if t is None:
             self._reject(
@@ -164,6 +174,23 @@ class Accumulator:
         for rej in event.decoded.rejections:
             self._reject(m, gw, rej)
 
+    def _sparkplug(self, host: sparkplug.Host, route: sparkplug.Route, m: Message) -> None:
+        """A Sparkplug B message: readings under the node's (or device's) gateway."""
+        gw = route.group.gateway(route.node, route.device)
+        self.gateways_seen[gw] = max(self.gateways_seen.get(gw, 0.0), m.received_at)
+        if len(m.payload) > self.limits.max_payload_bytes:
+            size = f"{len(m.payload)} bytes exceeds the limit of {self.limits.max_payload_bytes}"
+            self._reject(m, gw, Rejection(records.TOO_LARGE, size))
+            return
+        cols = self._cols
+        before = len(cols.sensor)
+        event = host.decode(route, m.payload, m.received_at, cols)
+        self.statuses += [GatewayStatus(s.gateway, s.status, m.received_at) for s in event.statuses]
+        if len(cols.sensor) > before:
+            self._add_runs(len(self.messages) - 1, gw, before, len(cols.sensor) - before)
+        for rej in event.decoded.rejections:
+            self._reject(m, gw, rej)
+
     def _decode(self, kind: str, m: Message, gateway: str) -> list[Rejection]:
         """Decode a readings message into the columns; its rejections."""
         cols = self._cols
@@ -191,8 +218,14 @@ class Accumulator:
             if quantity.count(quantity[0]) == count and unit.count(unit[0]) == count:
                 pair = (quantity[0], unit[0])
             else:
-                pairs = zip(quantity, unit, strict=True)
-                self._run_kind += [kinds.setdefault(pair, len(kinds)) for pair in pairs]
+                # A Sparkplug device's DDATA repeats the same mix of quantities message after
+                # message: their kinds are looked up once per mix.
+                mix = (tuple(quantity), tuple(unit))
+                known = self._mixes.get(mix)
+                if known is None:
+                    pairs = zip(quantity, unit, strict=True)
+                    known = self._mixes[mix] = [kinds.setdefault(p, len(kinds)) for p in pairs]
+                self._run_kind += known
                 self._run_length += [1] * count
                 self._run_message += [message] * count
                 self._run_gateway += [gateway] * count

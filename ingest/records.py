@@ -127,6 +127,8 @@ BAD_TOPIC = "bad_topic"
 BAD_META = "bad_meta"
 BAD_STATUS = "bad_status"
 NO_DECODED_OBJECT = "no_decoded_object"  # a LoRaWAN uplink with nothing decoded to read
+NO_BIRTH = "no_birth"  # Sparkplug data from a node or device whose birth was not seen
+UNKNOWN_ALIAS = "unknown_alias"  # a Sparkplug metric alias that no birth certificate declared
 
 REASONS = (
     MALFORMED_JSON,
@@ -145,4 +147,6 @@ REASONS = (
     BAD_META,
     BAD_STATUS,
     NO_DECODED_OBJECT,
+    NO_BIRTH,
+    UNKNOWN_ALIAS,
 )

@@ -36,6 +36,9 @@ def partition_of(root: str, topic: str, partitions: int) -> int:
     so exactly one worker quarantines it.
     """
     t = parse(root, topic)
+    if t is None and topic.startswith("spBv1.0/"):
+        # a Sparkplug edge node's births, data and deaths (and its devices') stay together
+        return gateway_partition("/".join(topic.split("/")[1:4:2]), partitions)
     return gateway_partition(t.gateway if t is not None else topic, partitions)
 
 

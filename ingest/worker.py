@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 
 from ingest import commit as committing
-from ingest import lorawan
+from ingest import lorawan, sparkplug
 from ingest.alarms import Alarms
 from ingest.commit import Committed, Started, commit
 from ingest.derived import Derived
@@ -71,12 +71,21 @@ class Worker:
         self.settings = settings
         self.catalogue = catalogue
         self.metrics = metrics
+        groups = sparkplug.load(settings.sparkplug_mapping_files())
+        if groups.groups and settings.group:
+            raise ValueError(
+                "Sparkplug B needs each edge node's messages in one worker: scale out with"
+                " partitions (--partition K/N), not a shared-subscription group"
+            )
+        # the Sparkplug host's state of every edge node, kept across batches
+        self.sparkplug = sparkplug.Host(groups) if groups.groups else None
         self.limits = Limits(
             settings.max_payload_bytes,
             settings.max_skew_s,
             settings.horizon_s,
             settings.strict,
             lorawan.load(settings.lorawan_mapping_files()),
+            self.sparkplug,
         )
         self.inbox = Inbox(settings.queue_size)
         self.session = Session(settings, self.inbox, metrics.elsewhere)
@@ -285,7 +294,17 @@ class Worker:
                     self.inbox.put_back(chunk[i + 1 :])  # the next batch's
                     break
         self._count_received(acc)
+        self._ask_rebirths()
         return acc
+
+    def _ask_rebirths(self) -> None:
+        """NCMD Rebirth to the Sparkplug nodes found out of step while decoding (QoS 0, as the
+        specification has commands): published here, between batches, not in a callback."""
+        if self.sparkplug is None:
+            return
+        for topic, payload in self.sparkplug.rebirths(time.time()):
+            log.info("asking for a Sparkplug rebirth: %s", topic)
+            self.session.client.publish(topic, payload, qos=0)
 
     def _count_received(self, acc: Accumulator) -> None:
         # counted per batch: a counter update per message costs as much as decoding it

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -376,6 +376,14 @@ def _simulate_command(what: str) -> Callable[..., None]:
             typer.Option(help="write every fault and its expected outcome (JSON lines)"),
         ] = None,
         quiet: Annotated[bool, typer.Option(help="no live progress line")] = False,
+        gateways: Annotated[
+            str | None,
+            typer.Option(
+                help="lorawan,sparkplug: a quarter of the district gateways publish as ChirpStack"
+                " uplinks, the wetland as a Sparkplug B pumping station; the mapping files ingest"
+                " needs are written to PUSAT_HOME/gateways"
+            ),
+        ] = None,
         log_level: LogLevel = "WARNING",
     ) -> None:
         from simulators import console
@@ -395,8 +403,9 @@ def _simulate_command(what: str) -> Callable[..., None]:
             opts = console.options(
                 what, speed, start, duration, seed, scenario, fault or [], all_faults, manifest
             )
+            sink = _dialect_sink(settings, gateways) if gateways else None
             result = simulate(
-                settings, opts, stop_on_signals(), None if quiet else console.ProgressLine()
+                settings, opts, stop_on_signals(), None if quiet else console.ProgressLine(), sink
             )
         except (ValueError, ScenarioError, FaultError) as e:
             raise typer.BadParameter(str(e)) from e
@@ -407,6 +416,16 @@ def _simulate_command(what: str) -> Callable[..., None]:
 
     command.__doc__ = _SIM_HELP[what] + " Ctrl-C stops it cleanly (gateways go offline)."
     return command
+
+
+def _dialect_sink(settings: Settings, kinds: str) -> Any:
+    """The broker sink with some gateways speaking LoRaWAN or Sparkplug B (simulators/gateways)."""
+    from simulators.gateways import GatewaySink, parse_kinds
+    from simulators.publisher import MqttSink
+
+    chosen = parse_kinds(kinds)  # ValueError: a bad parameter
+    inner = MqttSink(settings.mqtt(), settings.topic_root)
+    return GatewaySink(inner, settings.mqtt(), chosen, settings.home / "gateways")
 
 
 for _what in ("traffic", "air", "wetland", "city"):

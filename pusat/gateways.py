@@ -102,14 +102,26 @@ user {INGEST_USER}
 topic read {topic_root}/+/+
 topic write {topic_root}/alerts/#
 topic read $SYS/broker/uptime
+# gateways of other dialects (Gateway guide): LoRaWAN network servers' uplinks, Sparkplug B edge
+# nodes, and the rebirth requests ingest sends them as their host application
+topic read application/#
+topic read v3/#
+topic read spBv1.0/#
+topic write spBv1.0/+/NCMD/#
 
 # the simulated city publishes as every simulated gateway (a demo account: drop it in production)
 user {SIMULATOR_USER}
 topic write {topic_root}/+/+
+topic write application/#
+topic write spBv1.0/#
+topic read spBv1.0/+/NCMD/#
 
 # the API republishes quarantined messages on their original topics (replay)
 user {API_USER}
 topic write {topic_root}/+/+
+topic write application/#
+topic write v3/#
+topic write spBv1.0/#
 """
 
 

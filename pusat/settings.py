@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         " comma-separated: ingest also reads those applications' ChirpStack or The Things Stack"
         " topics",
     )
+    sparkplug_mappings: str | None = Field(
+        None,
+        description="Sparkplug B mapping files (TOML, one per Sparkplug group), comma-separated:"
+        " ingest also reads those groups' spBv1.0 topics as their host application",
+    )
     client_id: str = Field("pusat-ingest", description="MQTT client id of an ingest worker")
     group: str | None = Field(None, description="shared-subscription group for scaled-out ingest")
     partition: str | None = Field(
@@ -284,6 +289,12 @@ class Settings(BaseSettings):
         if not self.lorawan_mappings:
             return []
         return [Path(p.strip()) for p in self.lorawan_mappings.split(",") if p.strip()]
+
+    def sparkplug_mapping_files(self) -> list[Path]:
+        """The files of ``sparkplug_mappings``, in order."""
+        if not self.sparkplug_mappings:
+            return []
+        return [Path(p.strip()) for p in self.sparkplug_mappings.split(",") if p.strip()]
 
     def mqtt(self) -> MqttTarget:
         if self.mqtt_url is None:

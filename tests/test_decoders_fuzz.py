@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingest import cayenne, lorawan, native, sdm, senml
+from ingest import cayenne, lorawan, native, sdm, senml, sparkplug
 from ingest.records import REASONS, Candidate, Columns, Decoded
+from ingest.sparkplug_proto.sparkplug_b_pb2 import Payload
 from ingest.timeparse import EPOCH_MAX, EPOCH_MIN, parse_interval, parse_time
 
 NOW = 1_764_252_100.0
@@ -633,3 +634,99 @@ def test_parse_interval_answers_or_raises_value_error(x: str) -> None:
         assert str(err)
     else:
         assert EPOCH_MIN <= start <= end <= EPOCH_MAX
+
+
+# --------------------------------------------------------------------------------------------
+# Sparkplug B: a host fed random sequences of messages, arbitrary bytes and near-valid payloads
+
+SPB_GROUP = sparkplug.parse_group(
+    {"group": "G", "metrics": {"Level": {"quantity": "water_level", "unit": "m"}}}, "fuzz"
+)
+SPB_TOPICS = [
+    "NBIRTH/n",
+    "NDATA/n",
+    "NDEATH/n",
+    "DBIRTH/n/d",
+    "DDATA/n/d",
+    "DDEATH/n/d",
+]
+u64 = st.integers(min_value=0, max_value=2**64 - 1)
+spb_values = st.one_of(
+    st.builds(lambda v: {"int_value": v}, st.integers(min_value=0, max_value=2**32 - 1)),
+    st.builds(lambda v: {"long_value": v}, u64),
+    st.builds(lambda v: {"float_value": v}, st.floats(width=32)),
+    st.builds(lambda v: {"double_value": v}, st.floats()),
+    st.builds(lambda v: {"boolean_value": v}, st.booleans()),
+    st.builds(lambda v: {"string_value": v}, st.text(max_size=8)),
+    st.builds(lambda v: {"bytes_value": v}, st.binary(max_size=8)),
+    st.just({}),
+)
+spb_metrics = st.builds(
+    lambda name, alias, ts, dt, null, value, unit: {
+        **({"name": name} if name is not None else {}),
+        **({"alias": alias} if alias is not None else {}),
+        **({"timestamp": ts} if ts is not None else {}),
+        **({"datatype": dt} if dt is not None else {}),
+        **({"is_null": null} if null else {}),
+        **value,
+        **({"unit": unit} if unit is not None else {}),
+    },
+    st.one_of(st.none(), st.sampled_from(["Level", "bdSeq", "Node Control/Rebirth", ""]),
+              st.text(max_size=6)),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=5), u64),
+    st.one_of(st.none(), mostly(st.integers(min_value=1_700_000_000_000,
+                                            max_value=1_800_000_000_000), u64)),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=40)),
+    st.booleans(),
+    spb_values,
+    st.one_of(st.none(), st.sampled_from(["m", "cm", "degC", ""])),
+)  # fmt: skip
+
+
+def spb_payload(ts: int | None, seq: int | None, metrics: list[dict[str, Any]]) -> bytes:
+    p = Payload()
+    if ts is not None:
+        p.timestamp = ts
+    if seq is not None:
+        p.seq = seq
+    for m in metrics:
+        unit = m.pop("unit", None)
+        metric = p.metrics.add(**m)
+        if unit is not None:
+            metric.properties.keys.append("engUnit")
+            metric.properties.values.add(type=12, string_value=unit)
+    return p.SerializeToString()
+
+
+spb_messages = st.lists(
+    st.tuples(
+        st.sampled_from(SPB_TOPICS),
+        st.one_of(
+            st.builds(
+                spb_payload,
+                st.one_of(st.none(), mostly(st.just(1_764_252_000_000), u64)),
+                st.one_of(st.none(), st.integers(min_value=0, max_value=300)),
+                st.lists(spb_metrics, max_size=5),
+            ),
+            st.binary(max_size=40),
+        ),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(messages=spb_messages)
+def test_sparkplug_host_answers_any_sequence(messages: list[tuple[str, bytes]]) -> None:
+    host = sparkplug.Host(sparkplug.Mappings({"G": SPB_GROUP}))
+    for i, (topic, body) in enumerate(messages):
+        route = host.mappings.route(f"spBv1.0/G/{topic}")
+        assert route is not None
+        ev = host.decode(route, body, NOW + i)
+        check(ev.decoded, None)
+        assert all(s.status in ("online", "offline") for s in ev.statuses)
+    for topic, body in host.rebirths(NOW + 100):
+        assert topic == "spBv1.0/G/NCMD/n"
+        assert Payload.FromString(body).metrics[0].name == sparkplug.REBIRTH

@@ -1,0 +1,1 @@
+"""Sparkplug B payload schema and the code protoc generated from it."""
