@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 
 from ingest import commit as committing
-from ingest import lorawan
+from ingest import lorawan, rabbitmq
 from ingest.alarms import Alarms
 from ingest.commit import Committed, Started, commit
 from ingest.derived import Derived
@@ -79,7 +79,11 @@ class Worker:
             lorawan.load(settings.lorawan_mapping_files()),
         )
         self.inbox = Inbox(settings.queue_size)
-        self.session = Session(settings, self.inbox, metrics.elsewhere)
+        self.session: Session | rabbitmq.Session
+        if settings.source == "rabbitmq":
+            self.session = rabbitmq.Session(settings, self.inbox.put, metrics.elsewhere)
+        else:
+            self.session = Session(settings, self.inbox, metrics.elsewhere)
         self.alarms = Alarms(
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish
         )
@@ -236,7 +240,7 @@ class Worker:
                 log.info("retention: %s %s removed %d", r.table, r.method, r.removed)
 
     def _publish(self, topic: str, payload: bytes) -> None:
-        self.session.client.publish(topic, payload, qos=1, retain=True)
+        self.session.publish(topic, payload)
 
     def _refused(self, acc: Accumulator, error: str) -> Batch:
         rows = [
@@ -378,6 +382,8 @@ class Worker:
             if acc.messages and not self._hand_over(batches, acc, writer):
                 return
             self.metrics.queue_depth.set(self.inbox.qsize())
+            if isinstance(self.session, rabbitmq.Session):
+                self.metrics.partitions.set(len(self.session.served()))
             self._maybe_log()
         remaining = self.inbox.qsize()
         while remaining > 0:
@@ -405,12 +411,17 @@ class Worker:
                     )
                 except queue.Empty:
                     got = Accumulator(self.settings.topic_root, self.catalogue, self.limits)
+                # A partition newly served (RabbitMQ source): its sensors' alarm state was
+                # another worker's until now, so it is read again before their readings.
+                acquired = self.session.take_acquired()
                 if pending is not None:
-                    if got is not None and got.messages and not self._due():
+                    if got is not None and got.messages and not self._due() and not acquired:
                         pending = self._overlap(pending, got, stop)
                         continue
                     self._finish(pending, stop)
                     pending = None
+                if acquired:
+                    self.alarms.invalidate()
                 if got is None:
                     return
                 self._run_due()

@@ -88,6 +88,34 @@ class Settings(BaseSettings):
         description="K/N: this worker takes the gateways of partition K of N (scale-out on"
         " brokers without sticky shared subscriptions, such as Mosquitto)",
     )
+    source: Literal["mqtt", "rabbitmq"] = Field(
+        "mqtt",
+        description="where ingest reads: the MQTT broker, or RabbitMQ's partitioned quorum"
+        " queues fed by its MQTT plugin (docs/scaling.md)",
+    )
+    amqp_urls: str | None = Field(
+        None,
+        description="comma-separated amqp://user:pass@host:port/vhost of the RabbitMQ cluster's"
+        " nodes (source rabbitmq); tried in turn",
+    )
+    amqp_partitions: int = Field(
+        16, ge=1, le=1024, description="quorum queues the gateways' topics are hashed over"
+    )
+    amqp_prefetch: int = Field(
+        1000, ge=1, description="unacknowledged messages per partition queue a worker may hold"
+    )
+    amqp_heartbeat_s: int = Field(
+        4, ge=1, description="AMQP heartbeat: how soon a cut-off worker's partitions move on"
+    )
+    amqp_handover_s: float = Field(
+        1.0,
+        ge=0,
+        description="a partition newly served waits this long, for its last worker's batch"
+        " in flight to commit, before its messages are processed",
+    )
+    amqp_rebalance_s: float = Field(
+        2.0, gt=0, description="how often a worker compares its partitions with its fair share"
+    )
     session_expiry_s: int = Field(
         86400, ge=0, description="how long the broker keeps a worker's session while it is away"
     )
@@ -233,6 +261,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_way_to_scale_out(self) -> Settings:
+        if self.source == "rabbitmq" and (self.group or self.partition):
+            raise ValueError(
+                "source rabbitmq partitions the stream itself: give no group or partition"
+            )
         if self.partition is not None:
             k, n = self.partitions()
             if not 1 <= k <= n:
@@ -256,6 +288,16 @@ class Settings(BaseSettings):
         if not self.lorawan_mappings:
             return []
         return [Path(p.strip()) for p in self.lorawan_mappings.split(",") if p.strip()]
+
+    def amqp(self) -> list[str]:
+        """The RabbitMQ nodes of ``amqp_urls``, in order."""
+        urls = [u.strip() for u in (self.amqp_urls or "").split(",") if u.strip()]
+        if not urls:
+            raise ValueError("source rabbitmq needs PUSAT_AMQP_URLS (amqp://user:pass@host:port/)")
+        for u in urls:
+            if urlsplit(u).scheme not in ("amqp", "amqps"):
+                raise ValueError(f"PUSAT_AMQP_URLS: {u!r} is not an amqp:// or amqps:// URL")
+        return urls
 
     def mqtt(self) -> MqttTarget:
         if self.mqtt_url is None:
