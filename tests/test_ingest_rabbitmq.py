@@ -27,7 +27,7 @@ from ingest.rabbitmq import Topology, binding_pattern, routing_key
 from pusat.embedded import rabbitmq
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
-from tests.helpers import scalar, wait_for
+from tests.helpers import rows, scalar, wait_for
 
 pytestmark = pytest.mark.skipif(rabbitmq.available() is not None, reason=str(rabbitmq.available()))
 
@@ -60,12 +60,14 @@ class Gateway:
         self.client.connect(host, int(port))
         self.client.loop_start()
         assert connected.wait(10), "gateway could not connect to the MQTT plugin"
+        self.sent = 0  # the message being published now
 
     def publish_all(self, messages: list[tuple[str, bytes]], per_s: float) -> None:
         """At about ``per_s`` messages a second, each acknowledged by the cluster."""
         t0 = time.monotonic()
         pending = []
         for i, (topic, payload) in enumerate(messages):
+            self.sent = i
             pending.append(self.client.publish(topic, payload, qos=1))
             if len(pending) >= 400:
                 for info in pending:
@@ -84,17 +86,38 @@ class Gateway:
         self.client.loop_stop()
 
 
+SPACING_S = 0.02  # event time between messages
+
+
 def stream(root: str, n: int, t0: float) -> list[tuple[str, bytes]]:
-    """n one-reading messages from GATEWAYS gateways (one sensor each), distinct event times."""
+    """n two-reading messages from GATEWAYS gateways (one sensor each), distinct event times;
+    PM2.5 stays above the warning threshold, so each sensor's alarm is raised once, after two
+    minutes of event time, whichever worker has the sensor then."""
     return [
         (
             f"{root}/gw-{i % GATEWAYS}/json",
             json.dumps(
-                {"sensor": f"R-{i % GATEWAYS}", "ts": t0 + i * 0.001, "values": {"flow": i % 900}}
+                {
+                    "sensor": f"R-{i % GATEWAYS}",
+                    "ts": t0 + i * SPACING_S,
+                    "values": {"flow": i % 900, "pm25": 80.0},
+                }
             ).encode(),
         )
         for i in range(n)
     ]
+
+
+def raised_once(url: str) -> list[tuple[str, int]]:
+    """(sensor, alarms) of the stream's sensors whose PM2.5 warning was not raised once."""
+    got = dict(
+        rows(
+            url,
+            "SELECT sensor_id, count(*) FROM alerts WHERE rule = 'pm25:threshold-above:warning'"
+            " AND left(sensor_id, 2) = 'R-' GROUP BY 1",
+        )
+    )
+    return [(f"R-{g}", got.get(f"R-{g}", 0)) for g in range(GATEWAYS) if got.get(f"R-{g}") != 1]
 
 
 class WorkerProcess:
@@ -205,7 +228,7 @@ def test_killed_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled(
         )
         wait_for(lambda: _declared(cluster, topic_root), timeout=30, what="the queues declared")
         n = 12_000
-        msgs = stream(topic_root, n, time.time() - 3600)
+        msgs = stream(topic_root, n, time.time() - n * SPACING_S - 60)
         publishing = threading.Thread(target=gateway.publish_all, args=(msgs, 1500.0))
         publishing.start()
         # every worker serves a share before the kill
@@ -218,7 +241,7 @@ def test_killed_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled(
             what="the partitions spread over three workers",
         )
         shares = [w.served() for w in workers]
-        wait_for(lambda: stored(database_url) >= n // 3, timeout=60, what="a third stored")
+        wait_for(lambda: stored(database_url) >= 2 * n // 3, timeout=60, what="a third stored")
         lost = workers[1]
         read_before = lost.metric("pusat_ingest_readings_received_total")
         lost.kill()
@@ -232,21 +255,25 @@ def test_killed_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled(
         failover = time.monotonic() - t_kill
         publishing.join(120)
         assert not publishing.is_alive()
-        wait_for(lambda: stored(database_url) == n, timeout=60, what="every reading stored")
-        assert stored(database_url) == n  # and no more: stored once
+        wait_for(lambda: stored(database_url) == 2 * n, timeout=60, what="every reading stored")
+        assert stored(database_url) == 2 * n  # and no more: stored once
         distinct = scalar(
             database_url,
-            "SELECT count(DISTINCT (sensor_id, ts)) FROM readings WHERE left(sensor_id, 2) = 'R-'",
+            "SELECT count(DISTINCT (sensor_id, quantity, ts)) FROM readings"
+            " WHERE left(sensor_id, 2) = 'R-'",
         )
-        assert distinct == n
+        assert distinct == 2 * n
+        assert raised_once(database_url) == []
         read = sum(w.metric("pusat_ingest_readings_received_total") for w in survivors)
         # Each message read by one worker: what the survivors read is the stream less what the
         # lost worker had committed, plus what it had read but not acknowledged (redelivered,
         # refused as duplicates when it had committed them).
         dup = sum(w.metric("pusat_ingest_readings_duplicate_total") for w in survivors)
-        assert read + read_before <= n + 8 * 200 + dup, (read, read_before, dup)
-        assert read < n, "the survivors read (nearly) everything: not shared"
-        print(f"shares {shares}; failover {failover:.2f} s; read {read + read_before:.0f} / {n}")
+        assert read + read_before <= 2 * (n + PARTITIONS * 200) + dup, (read, read_before, dup)
+        assert read < 2 * n, "the survivors read (nearly) everything: not shared"
+        print(
+            f"shares {shares}; failover {failover:.2f} s; read {read + read_before:.0f} / {2 * n}"
+        )
     except BaseException:
         print(logs(workers))
         raise
@@ -272,7 +299,7 @@ def test_a_worker_added_takes_partitions_without_restarting_the_others(
         n = 9_000
         publishing = threading.Thread(
             target=gateway.publish_all,
-            args=(stream(topic_root, n, time.time() - 3600), 1000.0),
+            args=(stream(topic_root, n, time.time() - n * SPACING_S - 60), 1000.0),
         )
         publishing.start()
         wait_for(
@@ -290,7 +317,8 @@ def test_a_worker_added_takes_partitions_without_restarting_the_others(
         assert all(w.proc.poll() is None for w in workers[:2])
         assert [w.proc.pid for w in workers[:2]] == pids
         publishing.join(120)
-        wait_for(lambda: stored(database_url) == n, timeout=60, what="every reading stored")
+        wait_for(lambda: stored(database_url) == 2 * n, timeout=60, what="every reading stored")
+        assert raised_once(database_url) == []
     except BaseException:
         print(logs(workers))
         raise
