@@ -24,6 +24,7 @@ Every message is acknowledged only after its batch has committed, on the channel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -118,6 +119,8 @@ class Session:
         self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._counter: threading.Thread | None = None
+        self._workers = 0  # live workers, as last counted (0: not known yet)
         self._conn: Any = None
         self._ch: Any = None
         self._parts: list[_Partition] = []
@@ -131,11 +134,16 @@ class Session:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="ingest-amqp", daemon=True)
         self._thread.start()
+        self._counter = threading.Thread(target=self._count_loop, name="ingest-amqp-count")
+        self._counter.daemon = True
+        self._counter.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
+        if self._counter is not None:
+            self._counter.join(10)
 
     def ack(self, messages: list[Message]) -> int:
         """Acknowledge committed messages of the current connection; returns how many."""
@@ -204,16 +212,45 @@ class Session:
                 return
             delay = min(delay * 2, 5.0)
 
-    def _session(self, url: str) -> None:
+    def _params(self, url: str) -> Any:
         params = pika.URLParameters(url)
         params.heartbeat = self.settings.amqp_heartbeat_s
         params.blocked_connection_timeout = 30
         params.socket_timeout = 5
         params.connection_attempts = 1
-        conn = pika.BlockingConnection(params)
+        return params
+
+    def _count_loop(self) -> None:
+        """Count the live workers (consumers of the members queue) on a connection of its own:
+        the count asks the queue's Raft leader, which can take seconds while the cluster
+        elects a new one, and the consuming thread must not wait for that."""
+        while not self._stop.is_set():
+            url = self.node_url or self.urls[0]
+            try:
+                conn = pika.BlockingConnection(self._params(url))
+            except (pika.exceptions.AMQPError, OSError):
+                self._stop.wait(1.0)
+                continue
+            try:
+                ch = conn.channel()
+                while not self._stop.is_set() and (self.node_url or url) == url:
+                    q = ch.queue_declare(self.topology.members, passive=True)
+                    self._workers = q.method.consumer_count
+                    conn.sleep(self.settings.amqp_rebalance_s)
+            except (pika.exceptions.AMQPError, OSError) as e:
+                log.info("worker count on %s interrupted: %r", url, e)
+                self._stop.wait(1.0)
+            finally:
+                if conn.is_open:
+                    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                        conn.close()
+
+    def _session(self, url: str) -> None:
+        conn = pika.BlockingConnection(self._params(url))
         try:
             ch = conn.channel()
             ch.confirm_delivery()  # alarm topics: the node takes each before we go on
+            log.info("connected to %s; declaring the partition queues", url)
             self.topology.declare(ch)
             ch.basic_qos(prefetch_count=self.settings.amqp_prefetch)
             self.generation += 1
@@ -233,7 +270,7 @@ class Session:
                 self._release(now)
                 if now >= next_balance:
                     next_balance = now + self.settings.amqp_rebalance_s * random.uniform(0.8, 1.2)
-                    self._rebalance(ch)
+                    self._rebalance(ch, self._workers)
         finally:
             if conn.is_open:
                 try:
@@ -275,11 +312,12 @@ class Session:
                 for m in held:
                     self._put(m)
 
-    def _rebalance(self, ch: Any) -> None:
+    def _rebalance(self, ch: Any, workers: int) -> None:
         """Give up one partition while serving more than ceil(partitions / workers)."""
-        workers = ch.queue_declare(self.topology.members, passive=True).method.consumer_count
+        if workers <= 1:
+            return  # alone, or not counted yet
         mine = [p for p in self._parts if p.active or p.held]
-        fair = math.ceil(len(self._parts) / max(workers, 1))
+        fair = math.ceil(len(self._parts) / workers)
         if len(mine) <= fair:
             return
         p = random.choice(mine)

@@ -121,7 +121,11 @@ class Worker:
         url = self.settings.database_url
         assert url is not None
         try:
-            conn = db.connect(url, application="pusat-ingest")
+            conn = db.connect(
+                url,
+                application="pusat-ingest",
+                idle_in_transaction_s=self.settings.db_idle_in_transaction_s,
+            )
         except psycopg.OperationalError as e:
             self._db_failed("connect", e)
             self._connect_error = e
@@ -545,7 +549,11 @@ class Worker:
         url = self.settings.database_url
         assert url is not None
         try:
-            conn = db.connect(url, application="pusat-ingest")
+            conn = db.connect(
+                url,
+                application="pusat-ingest",
+                idle_in_transaction_s=self.settings.db_idle_in_transaction_s,
+            )
         except psycopg.OperationalError as e:
             self._db_failed("connect", e)
             log.warning("second database connection unavailable: %s", e)

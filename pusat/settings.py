@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="K/N: this worker takes the gateways of partition K of N (scale-out on"
         " brokers without sticky shared subscriptions, such as Mosquitto)",
     )
+    db_idle_in_transaction_s: float = Field(
+        5.0,
+        gt=0,
+        description="the database ends an ingest transaction left waiting on its worker this"
+        " long, so that a worker whose host was cut off holds its locks no longer",
+    )
     source: Literal["mqtt", "rabbitmq"] = Field(
         "mqtt",
         description="where ingest reads: the MQTT broker, or RabbitMQ's partitioned quorum"

@@ -86,20 +86,30 @@ class Gateway:
         self.client.loop_stop()
 
 
-SPACING_S = 0.02  # event time between messages
+SPAN_S = 135.0  # event time a stream covers: past the alarm's two minutes
+
+
+def spacing(n: int) -> float:
+    return SPAN_S / n
+
+
+def start_of(n: int) -> float:
+    """The first event time of an n-message stream that ends 20 s ahead of now (within the
+    accepted skew): recent, so that no sensor is judged stale while the test runs."""
+    return time.time() - SPAN_S + 20
 
 
 def stream(root: str, n: int, t0: float) -> list[tuple[str, bytes]]:
-    """n two-reading messages from GATEWAYS gateways (one sensor each), distinct event times;
-    PM2.5 stays above the warning threshold, so each sensor's alarm is raised once, after two
-    minutes of event time, whichever worker has the sensor then."""
+    """n two-reading messages from GATEWAYS gateways (one sensor each), distinct event times
+    over SPAN_S; PM2.5 stays above the warning threshold, so each sensor's alarm is raised
+    once, after two minutes of event time, whichever worker has the sensor then."""
     return [
         (
             f"{root}/gw-{i % GATEWAYS}/json",
             json.dumps(
                 {
                     "sensor": f"R-{i % GATEWAYS}",
-                    "ts": t0 + i * SPACING_S,
+                    "ts": t0 + i * spacing(n),
                     "values": {"flow": i % 900, "pm25": 80.0},
                 }
             ).encode(),
@@ -228,7 +238,7 @@ def test_killed_worker_hands_its_partitions_over_and_nothing_is_lost_or_doubled(
         )
         wait_for(lambda: _declared(cluster, topic_root), timeout=30, what="the queues declared")
         n = 12_000
-        msgs = stream(topic_root, n, time.time() - n * SPACING_S - 60)
+        msgs = stream(topic_root, n, start_of(n))
         publishing = threading.Thread(target=gateway.publish_all, args=(msgs, 1500.0))
         publishing.start()
         # every worker serves a share before the kill
@@ -299,7 +309,7 @@ def test_a_worker_added_takes_partitions_without_restarting_the_others(
         n = 9_000
         publishing = threading.Thread(
             target=gateway.publish_all,
-            args=(stream(topic_root, n, time.time() - n * SPACING_S - 60), 1000.0),
+            args=(stream(topic_root, n, start_of(n)), 1000.0),
         )
         publishing.start()
         wait_for(

@@ -73,7 +73,8 @@ class PgNode:
                 "-c",
                 f"listen_addresses={self.host}",
                 "-c",
-                f"unix_socket_directories={self.data_dir}",
+                # beside PGDATA, not in it: pg_basebackup would copy the socket's lock file
+                f"unix_socket_directories={self.data_dir.parent}",
                 "-c",
                 "fsync=off",
                 "-c",
@@ -139,7 +140,9 @@ def start_primary(host: str, port: int, netns: str | None = None) -> PgNode:
     b = bin_dir()
     if b is None:
         raise RuntimeError("Debian's PostgreSQL is not installed")
-    data = _folder() / "primary"
+    folder = _folder()
+    _own(folder)
+    data = folder / "primary"
     data.mkdir(mode=0o700)
     _own(data)
     node = PgNode(data, host, port, netns)
