@@ -176,7 +176,7 @@ async def readings(
     )
     sel = ts.Selection(csv_list(sensor), csv_list(quantity), district, domain)
     tier = await state.tier()
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         found = await ts.resolve(conn, sel)
         plan = ts.make_plan(ask, found, state.catalogue, state.settings.api_max_points)
         if plan.step_s is None and format is not Format.json:
@@ -198,5 +198,5 @@ async def readings(
     }
     if plan.step_s is None and format is not Format.json:
         rows = state.settings.api_export_chunk_rows
-        return export.streamed(state.pool, plan, found, table, format, rows, "readings")
+        return export.streamed(state.read_pool, plan, found, table, format, rows, "readings")
     return respond(table, format, "readings")

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="PostgreSQL/TimescaleDB URL; unset: the embedded database in PUSAT_HOME"
     )
+    read_database_url: str | None = Field(
+        None,
+        description="a streaming replica of PUSAT_DATABASE_URL that the API reads from (readings,"
+        " latest, sensors, alerts, quarantine); writes, tokens and the live stream stay on the"
+        " primary; unset: everything on the primary",
+    )
     mqtt_url: str | None = Field(
         None, description="mqtt://user:pass@host:port (mqtts:// for TLS); unset: embedded broker"
     )
