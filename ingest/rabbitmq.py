@@ -124,6 +124,7 @@ class Session:
         self._conn: Any = None
         self._ch: Any = None
         self._parts: list[_Partition] = []
+        self._outstanding: set[int] = set()  # delivered, not yet acknowledged or rejected
         self._acquired = threading.Event()
         self._node = 0  # index into urls of the node to try next
         self.node_url: str | None = None
@@ -154,14 +155,27 @@ class Session:
 
         def send() -> None:
             if ch.is_open and self.generation == generation:
-                for t in tags:
-                    ch.basic_ack(t)
+                self._ack(ch, tags)
 
         try:
             conn.add_callback_threadsafe(send)
         except pika.exceptions.ConnectionWrongStateError:
             return 0  # gone: the broker delivers them again
         return len(tags)
+
+    def _ack(self, ch: Any, tags: list[int]) -> None:
+        """One cumulative ack for the tags below every still unacknowledged delivery (each ack
+        is a command the queue replicates, so one for a batch, not one per message), single
+        acks for the rest. Runs on the network thread."""
+        out = self._outstanding
+        out.difference_update(tags)
+        low = min(out) if out else None
+        below = [t for t in tags if low is None or t < low]
+        if below:
+            ch.basic_ack(max(below), multiple=True)
+        for t in tags:
+            if low is not None and t > low:
+                ch.basic_ack(t)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """An alarm topic, into amq.topic (MQTT subscribers of the cluster get it; RabbitMQ
@@ -255,6 +269,7 @@ class Session:
             ch.basic_qos(prefetch_count=self.settings.amqp_prefetch)
             self.generation += 1
             self._conn, self._ch = conn, ch
+            self._outstanding = set()
             self._parts = [_Partition(k) for k in range(len(self.topology.queues))]
             ch.basic_consume(self.topology.members, lambda *a: None, auto_ack=False)
             for p in self._parts:
@@ -295,6 +310,7 @@ class Session:
             self._elsewhere.inc()
             return
         m = Message(key.replace(".", "/"), body, time.time(), 1, method.delivery_tag, generation)
+        self._outstanding.add(m.mid)
         if p.active:
             self._put(m)
             return
@@ -326,6 +342,7 @@ class Session:
         # processed here: rejected, so the broker gives it to the next worker in order.
         for m in p.held:
             ch.basic_reject(m.mid, requeue=True)
+            self._outstanding.discard(m.mid)
         self.moves += 1
         log.info("gave up partition %d (%d workers, %d held here)", p.index, workers, len(mine))
         self._consume(p)  # back in line, for when another worker goes

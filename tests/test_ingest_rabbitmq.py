@@ -306,7 +306,7 @@ def test_a_worker_added_takes_partitions_without_restarting_the_others(
             what="two workers up",
         )
         wait_for(lambda: _declared(cluster, topic_root), timeout=30, what="the queues declared")
-        n = 9_000
+        n = 20_000  # 20 s of stream: still flowing when the third worker comes
         publishing = threading.Thread(
             target=gateway.publish_all,
             args=(stream(topic_root, n, start_of(n)), 1000.0),
