@@ -229,7 +229,7 @@ async def list_alerts(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {_RANK}, a.raised_at DESC, a.id DESC LIMIT %s OFFSET %s"
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         cur = await conn.execute(sql, [*params, limit + 1, offset])
         names = [d.name for d in cur.description or ()]
         rows = await cur.fetchall()
@@ -255,7 +255,7 @@ def _sort_key(row: dict[str, Any]) -> tuple[int, datetime, int]:
 async def get_alert(
     alert_id: AlertId, principal: Viewer, state: Annotated[ApiState, Depends(get_state)]
 ) -> dict[str, Any]:
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         found = await _fetch(conn, alert_id)
         for key, query in (("deliveries", outbox.DELIVERIES_SQL), ("pending", outbox.PENDING_SQL)):
             cur = await conn.execute(query, (alert_id,))
@@ -273,7 +273,7 @@ async def get_alert(
 async def alert_events(
     alert_id: AlertId, principal: Viewer, state: Annotated[ApiState, Depends(get_state)]
 ) -> list[dict[str, Any]]:
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         await _fetch(conn, alert_id)
         cur = await conn.execute(
             "SELECT id, at, event, from_state, to_state, actor, comment, value, event_time"

@@ -104,25 +104,35 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout_ms = int(settings.api_query_timeout_s * 1000)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=settings.api_pool_size,
-            open=False,
-            timeout=10.0,
-            kwargs={
-                "autocommit": True,
-                "application_name": "pusat-api",
-                "options": f"-c statement_timeout={timeout_ms}",
-                "connect_timeout": 5,
-            },
-        )
+
+        def new_pool(url: str) -> AsyncConnectionPool[Any]:
+            return AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=settings.api_pool_size,
+                open=False,
+                timeout=10.0,
+                kwargs={
+                    "autocommit": True,
+                    "application_name": "pusat-api",
+                    "options": f"-c statement_timeout={timeout_ms}",
+                    "connect_timeout": 5,
+                },
+            )
+
+        pool = new_pool(database_url)
+        read_pool = pool
+        if settings.read_database_url is not None:
+            read_pool = new_pool(settings.read_database_url)
         # wait=False: the API starts even while the database is away (health says so).
         await pool.open(wait=False)
+        if read_pool is not pool:
+            await read_pool.open(wait=False)
         hub = Hub(database_url, pool, metrics, cat)
         app.state.pusat = ApiState(
             settings=settings,
             pool=pool,
+            read_pool=read_pool,
             catalogue=cat,
             metrics=metrics,
             tokens=TokenCache(settings.api_token_cache_s),
@@ -138,6 +148,8 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         finally:
             await hub.stop()
             await pool.close()
+            if read_pool is not pool:
+                await read_pool.close()
 
     # Swagger UI from files installed with the package, not from a CDN: a command centre's
     # network often has no way out to the internet. No ReDoc: its page fetches a logo from one.

@@ -1,4 +1,4 @@
-"""GET /healthz (database tier, broker, ingest lag) and GET /metrics (Prometheus).
+"""GET /healthz (database tier, broker, ingest lag, read replica lag) and GET /metrics.
 
 Both answer without a token: load balancers and Prometheus scrape them. /healthz is 503 only
 when the database cannot be reached (the API is useless without it); a broker that cannot be
@@ -49,12 +49,62 @@ class IngestHealth(BaseModel):
     series: int = 0
 
 
+class ReplicaHealth(BaseModel):
+    configured: bool = Field(description="PUSAT_READ_DATABASE_URL is set: reads go to it")
+    ok: bool | None = Field(None, description="null when no replica is configured")
+    lag_s: float | None = Field(
+        None, description="how far behind the primary its replay is, in time (0 when caught up)"
+    )
+    lag_bytes: int | None = Field(None, description="WAL the primary has that it has not replayed")
+    error: str | None = None
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"], description="ok, degraded or down")
     database: DatabaseHealth
     broker: BrokerHealth
     ingest: IngestHealth
+    replica: ReplicaHealth
     live_clients: int
+
+
+# On the replica: the time of the last transaction replayed, and whether everything received
+# has been replayed (an idle primary sends nothing, so the replay time alone would grow).
+_REPLAY = (
+    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+    " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8"
+)
+
+
+async def _replica(state: ApiState) -> ReplicaHealth:
+    if not state.reads_replica():
+        return ReplicaHealth(configured=False)
+    try:
+        async with state.pool.connection(timeout=5) as conn:
+            cur = await conn.execute("SELECT pg_current_wal_lsn()::text")
+            primary_row = await cur.fetchone()
+        async with state.read_pool.connection(timeout=5) as conn:
+            cur = await conn.execute(_REPLAY)
+            replica_row = await cur.fetchone()
+            assert primary_row is not None and replica_row is not None
+            recovering, replayed, since = replica_row
+            if not recovering:
+                return ReplicaHealth(
+                    configured=True, ok=False, error="PUSAT_READ_DATABASE_URL is not a replica"
+                )
+            cur = await conn.execute(
+                "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint",
+                (primary_row[0], replayed),
+            )
+            diff_row = await cur.fetchone()
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
+        return ReplicaHealth(configured=True, ok=False, error=str(e))
+    assert diff_row is not None
+    behind = max(0, int(diff_row[0]))
+    lag = 0.0 if behind == 0 or since is None else round(max(0.0, since), 3)
+    state.metrics.replica_lag.set(lag)
+    state.metrics.replica_lag_bytes.set(behind)
+    return ReplicaHealth(configured=True, ok=True, lag_s=lag, lag_bytes=behind)
 
 
 async def _broker(target: MqttTarget | None) -> BrokerHealth:
@@ -111,12 +161,16 @@ async def healthz(state: Annotated[ApiState, Depends(get_state)]) -> Any:
             state.metrics.ingest_lag.set(ingest.lag_s)
         if ingest.event_lag_s is not None:
             state.metrics.event_lag.set(ingest.event_lag_s)
+    replica = await _replica(state)
     status = "down" if not database.ok else ("degraded" if broker.ok is False else "ok")
+    if status == "ok" and replica.ok is False:
+        status = "degraded"  # reads fail (or are wrong) while writes work
     health = Health(
         status=status,
         database=database,
         broker=broker,
         ingest=ingest,
+        replica=replica,
         live_clients=len(state.hub.subscribers),
     )
     return JSONResponse(

@@ -51,7 +51,7 @@ async def latest_table(state: ApiState, where: list[str], params: list[Any]) -> 
     466,666 series)."""
     sql = _SQL + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY se.sensor_id, se.quantity"
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         rows = await query_rows(conn, sql, params)
     now_us = int(datetime.now(UTC).timestamp() * 1e6)
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]

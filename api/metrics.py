@@ -54,6 +54,16 @@ class ApiMetrics:
             "Now minus the newest received_at in latest, at the last /healthz",
             registry=r,
         )
+        self.replica_lag = Gauge(
+            "pusat_api_replica_lag_seconds",
+            "How far the read replica's replay is behind the primary, at the last /healthz",
+            registry=r,
+        )
+        self.replica_lag_bytes = Gauge(
+            "pusat_api_replica_lag_bytes",
+            "WAL the primary has that the read replica has not replayed, at the last /healthz",
+            registry=r,
+        )
         self.event_lag = Gauge(
             "pusat_api_event_lag_seconds",
             "Now minus the newest event time in latest, at the last /healthz",

@@ -141,7 +141,7 @@ async def list_quarantine(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s"
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         cur = await conn.execute(sql, [*params, limit + 1, offset])
         names = [d.name for d in cur.description or ()]
         rows = await cur.fetchall()

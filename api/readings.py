@@ -191,7 +191,7 @@ async def readings(
     )
     sel = ts.Selection(csv_list(sensor), csv_list(quantity), district, domain)
     tier = await state.tier()
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         found = await ts.resolve(conn, sel)
         grouping = None if group is ts.Group.sensor else ts.group_series(found, group)
         answered = found if grouping is None else grouping.groups
@@ -223,5 +223,5 @@ async def readings(
     }
     if plan.step_s is None and format is not Format.json:
         rows = state.settings.api_export_chunk_rows
-        return export.streamed(state.pool, plan, found, table, format, rows, "readings")
+        return export.streamed(state.read_pool, plan, found, table, format, rows, "readings")
     return respond(table, format, "readings")

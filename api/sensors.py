@@ -201,7 +201,7 @@ async def list_sensors(
         params.append(after)
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY s.sensor_id LIMIT %s OFFSET %s"
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         cur = await conn.execute(sql, [*params, limit + 1, offset])
         names = [d.name for d in cur.description or ()]
         rows = await cur.fetchall()
@@ -258,7 +258,7 @@ async def _one(
 async def get_sensor(
     sensor_id: SensorId, principal: Viewer, state: Annotated[ApiState, Depends(get_state)]
 ) -> dict[str, Any]:
-    async with state.pool.connection() as conn:
+    async with state.read_pool.connection() as conn:
         return await _one(conn, state, sensor_id)
 
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 @dataclass
 class ApiState:
     settings: Settings
-    pool: AsyncConnectionPool[Any]
+    pool: AsyncConnectionPool[Any]  # the primary: writes, tokens, the live stream
+    read_pool: AsyncConnectionPool[Any]  # PUSAT_READ_DATABASE_URL's replica, else ``pool``
     catalogue: Catalogue
     metrics: ApiMetrics
     tokens: TokenCache
@@ -43,6 +44,9 @@ class ApiState:
             if self._tier is None:
                 self._tier = await asyncio.to_thread(self._detect)
             return self._tier
+
+    def reads_replica(self) -> bool:
+        return self.read_pool is not self.pool
 
     def _detect(self) -> tiers.Tier:
         assert self.settings.database_url is not None

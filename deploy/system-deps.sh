@@ -10,6 +10,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgre
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 # The notification tests post alarms to a real Alertmanager.
 [ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
+# Ingest on a RabbitMQ cluster (throwaway nodes) and the hosts in network namespaces (ip netns).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$missing rabbitmq-server"
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing="$missing iproute2"
 
 [ -z "$missing" ] && exit 0
 

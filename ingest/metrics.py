@@ -60,6 +60,11 @@ class IngestMetrics:
         self.queue_depth = Gauge(
             "pusat_ingest_queue_depth", "messages waiting between MQTT and the worker", registry=r
         )
+        self.partitions = Gauge(
+            "pusat_ingest_partitions_served",
+            "RabbitMQ partition queues this worker is serving now (source rabbitmq)",
+            registry=r,
+        )
         self.lag_p50 = Gauge(
             "pusat_ingest_lag_p50_seconds", "median event time to commit, last batch", registry=r
         )

@@ -147,6 +147,14 @@ class Session:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """A retained QoS 1 alarm topic."""
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def take_acquired(self) -> bool:
+        """Never: an MQTT worker's share of the gateways does not move while it runs."""
+        return False
+
     def ack(self, messages: list[Message]) -> int:
         """Acknowledge committed QoS 1 messages of the current connection; returns how many."""
         generation = self.generation

@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 
 from ingest import commit as committing
-from ingest import lorawan, sparkplug
+from ingest import lorawan, rabbitmq, sparkplug
 from ingest.alarms import Alarms
 from ingest.commit import Committed, Started, commit
 from ingest.derived import Derived
@@ -88,7 +88,11 @@ class Worker:
             self.sparkplug,
         )
         self.inbox = Inbox(settings.queue_size)
-        self.session = Session(settings, self.inbox, metrics.elsewhere)
+        self.session: Session | rabbitmq.Session
+        if settings.source == "rabbitmq":
+            self.session = rabbitmq.Session(settings, self.inbox.put, metrics.elsewhere)
+        else:
+            self.session = Session(settings, self.inbox, metrics.elsewhere)
         self.alarms = Alarms(
             rules.load(settings.rules), catalogue, settings.topic_root, self._publish
         )
@@ -126,7 +130,11 @@ class Worker:
         url = self.settings.database_url
         assert url is not None
         try:
-            conn = db.connect(url, application="pusat-ingest")
+            conn = db.connect(
+                url,
+                application="pusat-ingest",
+                idle_in_transaction_s=self.settings.db_idle_in_transaction_s,
+            )
         except psycopg.OperationalError as e:
             self._db_failed("connect", e)
             self._connect_error = e
@@ -245,7 +253,7 @@ class Worker:
                 log.info("retention: %s %s removed %d", r.table, r.method, r.removed)
 
     def _publish(self, topic: str, payload: bytes) -> None:
-        self.session.client.publish(topic, payload, qos=1, retain=True)
+        self.session.publish(topic, payload)
 
     def _refused(self, acc: Accumulator, error: str) -> Batch:
         rows = [
@@ -303,6 +311,10 @@ class Worker:
         if self.sparkplug is None:
             return
         for topic, payload in self.sparkplug.rebirths(time.time()):
+            if not isinstance(self.session, Session):
+                # Sparkplug's births and data must reach one worker: the MQTT source only.
+                log.warning("Sparkplug rebirth %s not asked: not on the MQTT source", topic)
+                continue
             log.info("asking for a Sparkplug rebirth: %s", topic)
             self.session.client.publish(topic, payload, qos=0)
 
@@ -397,6 +409,8 @@ class Worker:
             if acc.messages and not self._hand_over(batches, acc, writer):
                 return
             self.metrics.queue_depth.set(self.inbox.qsize())
+            if isinstance(self.session, rabbitmq.Session):
+                self.metrics.partitions.set(len(self.session.served()))
             self._maybe_log()
         remaining = self.inbox.qsize()
         while remaining > 0:
@@ -424,12 +438,17 @@ class Worker:
                     )
                 except queue.Empty:
                     got = Accumulator(self.settings.topic_root, self.catalogue, self.limits)
+                # A partition newly served (RabbitMQ source): its sensors' alarm state was
+                # another worker's until now, so it is read again before their readings.
+                acquired = self.session.take_acquired()
                 if pending is not None:
-                    if got is not None and got.messages and not self._due():
+                    if got is not None and got.messages and not self._due() and not acquired:
                         pending = self._overlap(pending, got, stop)
                         continue
                     self._finish(pending, stop)
                     pending = None
+                if acquired:
+                    self.alarms.invalidate()
                 if got is None:
                     return
                 self._run_due()
@@ -553,7 +572,11 @@ class Worker:
         url = self.settings.database_url
         assert url is not None
         try:
-            conn = db.connect(url, application="pusat-ingest")
+            conn = db.connect(
+                url,
+                application="pusat-ingest",
+                idle_in_transaction_s=self.settings.db_idle_in_transaction_s,
+            )
         except psycopg.OperationalError as e:
             self._db_failed("connect", e)
             log.warning("second database connection unavailable: %s", e)

@@ -159,6 +159,13 @@ def ingest(
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus metrics on this port")
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="mqtt (default: the broker at PUSAT_MQTT_URL) or rabbitmq (partitioned quorum"
+            " queues at PUSAT_AMQP_URLS, with failover; see docs/scaling.md)"
+        ),
+    ] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run one ingest worker: MQTT in, validated readings and quarantine out. SIGTERM drains."""
@@ -168,10 +175,20 @@ def ingest(
 
     _logging(log_level)
     settings = _settings(
-        group=group, partition=partition, client_id=client_id, metrics_port=metrics_port
+        group=group,
+        partition=partition,
+        client_id=client_id,
+        metrics_port=metrics_port,
+        source=source,
     )
     _need_database(settings)
-    if settings.mqtt_url is None:
+    if settings.source == "rabbitmq":
+        try:
+            settings.amqp()
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+    elif settings.mqtt_url is None:
         typer.echo("error: no broker: set PUSAT_MQTT_URL, or start `pusat up`", err=True)
         raise typer.Exit(2)
     metrics = IngestMetrics()

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="PostgreSQL/TimescaleDB URL; unset: the embedded database in PUSAT_HOME"
     )
+    read_database_url: str | None = Field(
+        None,
+        description="a streaming replica of PUSAT_DATABASE_URL that the API reads from (readings,"
+        " latest, sensors, alerts, quarantine); writes, tokens and the live stream stay on the"
+        " primary; unset: everything on the primary",
+    )
     mqtt_url: str | None = Field(
         None, description="mqtt://user:pass@host:port (mqtts:// for TLS); unset: embedded broker"
     )
@@ -93,6 +99,40 @@ class Settings(BaseSettings):
         pattern=r"^[0-9]+/[0-9]+$",
         description="K/N: this worker takes the gateways of partition K of N (scale-out on"
         " brokers without sticky shared subscriptions, such as Mosquitto)",
+    )
+    db_idle_in_transaction_s: float = Field(
+        5.0,
+        gt=0,
+        description="the database ends an ingest transaction left waiting on its worker this"
+        " long, so that a worker whose host was cut off holds its locks no longer",
+    )
+    source: Literal["mqtt", "rabbitmq"] = Field(
+        "mqtt",
+        description="where ingest reads: the MQTT broker, or RabbitMQ's partitioned quorum"
+        " queues fed by its MQTT plugin (docs/scaling.md)",
+    )
+    amqp_urls: str | None = Field(
+        None,
+        description="comma-separated amqp://user:pass@host:port/vhost of the RabbitMQ cluster's"
+        " nodes (source rabbitmq); tried in turn",
+    )
+    amqp_partitions: int = Field(
+        16, ge=1, le=1024, description="quorum queues the gateways' topics are hashed over"
+    )
+    amqp_prefetch: int = Field(
+        1000, ge=1, description="unacknowledged messages per partition queue a worker may hold"
+    )
+    amqp_heartbeat_s: int = Field(
+        4, ge=1, description="AMQP heartbeat: how soon a cut-off worker's partitions move on"
+    )
+    amqp_handover_s: float = Field(
+        1.0,
+        ge=0,
+        description="a partition newly served waits this long, for its last worker's batch"
+        " in flight to commit, before its messages are processed",
+    )
+    amqp_rebalance_s: float = Field(
+        2.0, gt=0, description="how often a worker compares its partitions with its fair share"
     )
     session_expiry_s: int = Field(
         86400, ge=0, description="how long the broker keeps a worker's session while it is away"
@@ -266,6 +306,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_way_to_scale_out(self) -> Settings:
+        if self.source == "rabbitmq" and (self.group or self.partition):
+            raise ValueError(
+                "source rabbitmq partitions the stream itself: give no group or partition"
+            )
         if self.partition is not None:
             k, n = self.partitions()
             if not 1 <= k <= n:
@@ -295,6 +339,16 @@ class Settings(BaseSettings):
         if not self.sparkplug_mappings:
             return []
         return [Path(p.strip()) for p in self.sparkplug_mappings.split(",") if p.strip()]
+
+    def amqp(self) -> list[str]:
+        """The RabbitMQ nodes of ``amqp_urls``, in order."""
+        urls = [u.strip() for u in (self.amqp_urls or "").split(",") if u.strip()]
+        if not urls:
+            raise ValueError("source rabbitmq needs PUSAT_AMQP_URLS (amqp://user:pass@host:port/)")
+        for u in urls:
+            if urlsplit(u).scheme not in ("amqp", "amqps"):
+                raise ValueError(f"PUSAT_AMQP_URLS: {u!r} is not an amqp:// or amqps:// URL")
+        return urls
 
     def mqtt(self) -> MqttTarget:
         if self.mqtt_url is None:

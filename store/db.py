@@ -17,9 +17,24 @@ def with_database(url: str, name: str) -> str:
 
 
 def connect(
-    url: str, *, autocommit: bool = False, application: str = "pusat"
+    url: str,
+    *,
+    autocommit: bool = False,
+    application: str = "pusat",
+    idle_in_transaction_s: float | None = None,
 ) -> psycopg.Connection[Any]:
+    """``idle_in_transaction_s``: the server ends a transaction left waiting on us longer (a
+    client whose host was cut off then holds its locks no longer than that)."""
     # A short connect timeout: callers retry with back-off, a hung connect must not stall them.
+    if idle_in_transaction_s is None:
+        return psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=5, application_name=application
+        )
+    ms = max(1, round(idle_in_transaction_s * 1000))
     return psycopg.connect(
-        url, autocommit=autocommit, connect_timeout=5, application_name=application
+        url,
+        autocommit=autocommit,
+        connect_timeout=5,
+        application_name=application,
+        options=f"-c idle_in_transaction_session_timeout={ms}",
     )

@@ -85,7 +85,8 @@ def _command(args: list[str]) -> tuple[Any, list[str]]:
 
 def test_every_pusat_service_runs_a_command_the_cli_has() -> None:
     assert set(PUSAT_SERVICES) == {
-        "migrate", "ingest", "api", "simulator", "grafana-init", "notify"
+        "migrate", "ingest", "api", "simulator", "grafana-init", "notify",
+        "cluster-ingest-1", "cluster-ingest-2", "cluster-ingest-3",
     }  # fmt: skip
     for name, service in PUSAT_SERVICES.items():
         cmd, rest = _command(service["command"])
@@ -103,6 +104,32 @@ def test_one_ingest_worker_with_a_stable_session_and_no_shared_group() -> None:
     args: list[str] = workers[0]["command"]
     assert args[args.index("--client-id") + 1] == "pusat-ingest"
     assert "--group" not in args
+
+
+def test_the_cluster_profile_runs_three_workers_on_three_rabbitmq_nodes() -> None:
+    """`--profile cluster` (docs/scaling.md): not started by a plain `docker compose up`."""
+    nodes = {n: s for n, s in SERVICES.items() if n.startswith("rabbit")}
+    workers = {n: s for n, s in SERVICES.items() if n.startswith("cluster-ingest")}
+    assert set(nodes) == {"rabbit1", "rabbit2", "rabbit3"} and len(workers) == 3
+    for s in [*nodes.values(), *workers.values()]:
+        assert s["profiles"] == ["cluster"]
+    assert all("profiles" not in s for n, s in SERVICES.items() if n not in nodes | workers)
+    conf = (ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    for n, s in nodes.items():
+        assert s["hostname"] == n and f"= rabbit@{n}" in conf
+    plugins = (ROOT / "deploy" / "rabbitmq" / "enabled_plugins").read_text()
+    assert "rabbitmq_mqtt" in plugins and "rabbitmq_consistent_hash_exchange" in plugins
+    ids, firsts = set(), set()
+    for s in workers.values():
+        args = s["command"]
+        assert args[args.index("--source") + 1] == "rabbitmq"
+        ids.add(args[args.index("--client-id") + 1])
+        urls = s["environment"]["PUSAT_AMQP_URLS"].split(",")
+        assert {re.search(r"@(rabbit\d):", u).group(1) for u in urls} == set(nodes)  # type: ignore[union-attr]
+        firsts.add(urls[0])
+        settings = Settings(source="rabbitmq", amqp_urls=",".join(urls))
+        assert len(settings.amqp()) == 3
+    assert len(ids) == 3 and len(firsts) == 3  # own sessions, each starting at its own node
 
 
 def test_every_pusat_variable_is_a_setting() -> None:

@@ -165,9 +165,7 @@ def test_database_outage_loses_nothing(
             w.stop()
 
 
-def test_an_idle_worker_counts_an_outage_and_says_so(
-    own_pg: Postgres, settings: Settings
-) -> None:
+def test_an_idle_worker_counts_an_outage_and_says_so(own_pg: Postgres, settings: Settings) -> None:
     """No batch in flight: the tick meets the outage, and the metric and status line show it."""
     url = own_pg.url
     with psycopg.connect(url) as conn:
