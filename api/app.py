@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import alerts, errors, health, latest, live, quarantine, readings, sensors, tokens, wall
 from api.auth import TokenCache
+from api.city import router as city_router
 from api.hub import Hub
 from api.metrics import ApiMetrics
 from api.state import ApiState
@@ -140,10 +141,12 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
             {"name": "tokens", "description": "API tokens (admin)"},
             {"name": "health", "description": "Health and metrics"},
             {"name": "wall", "description": "The built-in command-centre page"},
+            {"name": "public", "description": "The public city page and open data (no token)"},
         ],
     )
     errors.install(app)
     for module in (readings, latest, sensors, alerts, quarantine, live, tokens, health, wall):
         app.include_router(module.router)
+    app.include_router(city_router)
     app.add_middleware(Measure, metrics=metrics)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -144,6 +145,29 @@ class Settings(BaseSettings):
         120.0, gt=0, description="the wall's freshness indicator turns red after this silence"
     )
 
+    # -- the public side: /city, /open/v1, /sta/v1.1 (api/city.py, api/open_data.py, api/sta.py)
+    public: bool = Field(
+        True,
+        description="serve the public city page /city, open data /open/v1 and SensorThings"
+        " /sta/v1.1 without a token (false: they answer 404)",
+    )
+    city_name: str = Field("Putrajaya", description="the city's name on the public page")
+    city_time_zone: str = Field(
+        "Asia/Kuala_Lumpur", description="time zone (IANA) of times on the public page"
+    )
+    public_licence: str = Field(
+        "CC-BY-4.0", description="licence (SPDX id) the open data is published under"
+    )
+    public_cache_s: float = Field(
+        15.0, ge=0, description="anonymous public answers are cached this long (0: not cached)"
+    )
+    public_rate_per_s: float = Field(
+        20.0, gt=0, description="public requests per second one client address may make"
+    )
+    public_rate_burst: int = Field(
+        60, ge=1, description="public requests one client address may make at once"
+    )
+
     # -- Grafana walls and gateway credentials (pusat/grafana, pusat/gateways.py) -----------------
     grafana_url: str | None = Field(
         None,
@@ -221,6 +245,15 @@ class Settings(BaseSettings):
 
     def link_base(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @field_validator("city_time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"PUSAT_CITY_TIME_ZONE {v!r} is not a known IANA time zone") from e
+        return v
 
     @field_validator("topic_root")
     @classmethod
