@@ -11,8 +11,10 @@ STAMP  := $(VENV)/.installed-stamp
 TSDB_ROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/tsdb-root
 # The community edition's SQL is checked on PGlite's TimescaleDB build (npm), kept there too.
 PGLITE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/pglite
+# axe-core (npm) checks the public /city page in Chromium (tests/test_city_browser.py).
+AXE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/axe
 
-.PHONY: up test lint system-deps tsdb-root pglite clean
+.PHONY: up test lint system-deps tsdb-root pglite axe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +34,11 @@ pglite:
 	  (cd "$(PGLITE_DIR)" && npm install --no-audit --no-fund --silent) || \
 	  echo "warning: no PGlite TimescaleDB build; the suite reports its community tier as skipped"
 
+axe:
+	@mkdir -p "$(AXE_DIR)" && cp deploy/axe/package.json "$(AXE_DIR)/" && \
+	  (cd "$(AXE_DIR)" && npm install --no-audit --no-fund --silent) || \
+	  echo "warning: no axe-core; the suite reports the accessibility test as skipped"
+
 up: $(STAMP)
 	$(BIN)/pusat up
 
@@ -39,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: system-deps $(STAMP) lint tsdb-root pglite
+test: system-deps $(STAMP) lint tsdb-root pglite axe
 	$(BIN)/pytest
 
 clean:

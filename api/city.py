@@ -215,7 +215,7 @@ def _map(r: languages.Reader, status: public.CityStatus, city: str) -> str:
     label = e(r.t("page.map_label", city=city))
     out = [
         heading,
-        f'<figure><svg class="map" viewBox="0 0 {width:.0f} {height:.0f}" role="img"'
+        f'<figure><svg class="map" viewBox="0 0 {width:.0f} {height:.0f}" role="group"'
         f' aria-labelledby="map-t"><title id="map-t">{label}</title>',
     ]
     for n, d, (lat, lon) in placed:
