@@ -19,6 +19,7 @@ from api.auth import TokenCache
 from api.city import router as city_router
 from api.hub import Hub
 from api.metrics import ApiMetrics
+from api.open_data import router as open_data_router
 from api.state import ApiState
 from processing import catalogue as catalogue_module
 from processing.catalogue import Catalogue
@@ -148,5 +149,6 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
     for module in (readings, latest, sensors, alerts, quarantine, live, tokens, health, wall):
         app.include_router(module.router)
     app.include_router(city_router)
+    app.include_router(open_data_router)
     app.add_middleware(Measure, metrics=metrics)
     return app
