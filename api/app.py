@@ -20,6 +20,7 @@ from api.city import router as city_router
 from api.hub import Hub
 from api.metrics import ApiMetrics
 from api.open_data import router as open_data_router
+from api.public_guard import PublicGuard
 from api.state import ApiState
 from processing import catalogue as catalogue_module
 from processing.catalogue import Catalogue
@@ -150,5 +151,6 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         app.include_router(module.router)
     app.include_router(city_router)
     app.include_router(open_data_router)
+    app.add_middleware(PublicGuard, settings=settings)
     app.add_middleware(Measure, metrics=metrics)
     return app
