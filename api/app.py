@@ -21,6 +21,7 @@ from api.hub import Hub
 from api.metrics import ApiMetrics
 from api.open_data import router as open_data_router
 from api.public_guard import PublicGuard
+from api.sta import router as sta_router
 from api.state import ApiState
 from processing import catalogue as catalogue_module
 from processing.catalogue import Catalogue
@@ -151,6 +152,7 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         app.include_router(module.router)
     app.include_router(city_router)
     app.include_router(open_data_router)
+    app.include_router(sta_router)
     app.add_middleware(PublicGuard, settings=settings)
     app.add_middleware(Measure, metrics=metrics)
     return app
