@@ -17,6 +17,8 @@ from tests.helpers import rows
 from tests.test_api_support import US, Api, us, write
 
 pytest_plugins = ["tests.test_api_support"]
+# frost-sta-client's URL library warns about its own use of a deprecated call.
+pytestmark = pytest.mark.filterwarnings("ignore:furl.pathstr is deprecated:DeprecationWarning")
 
 T0 = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
 
