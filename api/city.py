@@ -42,6 +42,7 @@ NO_DATA = "#bdbdbd"
 # Refreshes the figures in place once a minute; without scripts the page is the same, static.
 SCRIPT = (
     "(function(){var m=document.getElementById('now');if(!m||!window.fetch)return;"
+    "document.getElementById('live').hidden=false;"
     "var u=location.pathname+'?part=now&lang='+encodeURIComponent(m.dataset.lang);"
     "setInterval(function(){fetch(u).then(function(r){return r.ok?r.text():null})"
     ".then(function(t){if(t!==null)m.innerHTML=t}).catch(function(){})},60000)})();"

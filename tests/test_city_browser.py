@@ -108,6 +108,7 @@ def test_city_renders_the_database_in_both_languages_without_javascript(
     # The map: one circle per district, drawn here, no tiles.
     assert page.locator("svg.map circle").count() == 3
     assert page.locator("img").count() == 0
+    assert not page.locator("#live").is_visible()  # no promise of refreshing without scripts
     for secret in city_town.SECRET, city_town.COMMENT, "PRIV-01", "gw-p8":
         assert secret not in page.content()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -127,6 +128,7 @@ def test_city_refreshes_itself_where_scripts_run(
     page.goto(f"{server.url}/city")
     value = page.locator("section[data-district='Wetland'] dd[data-q='water_level'] .value")
     assert value.inner_text() == "3.12 m"
+    assert page.locator("#live").is_visible()
     t = us(datetime.now(UTC))
     write(url, [("WQ-WET-01", "water_level", np.array([t]), np.array([3.47]))])
     page.clock.fast_forward(61_000)  # the page's one-minute refresh
