@@ -16,10 +16,12 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import lang
 from pusat.settings import Settings
 
 PREFIXES = ("/city", "/open/v1", "/sta/v1.1")
@@ -76,6 +78,7 @@ class PublicGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.ttl = settings.public_cache_s
+        self.zone = settings.city_time_zone
         self.limiter = RateLimiter(settings.public_rate_per_s, settings.public_rate_burst)
         self._cache: dict[tuple[str, ...], Answer] = {}
         self._inflight: dict[tuple[str, ...], asyncio.Future[Answer | None]] = {}
@@ -95,9 +98,9 @@ class PublicGuard:
             return
         key = (
             scope["path"],
-            scope.get("query_string", b"").decode("latin-1"),
-            headers.get("host", ""),
-            headers.get("accept-language", "") if scope["path"].startswith("/city") else "",
+            _query_key(scope.get("query_string", b"")),
+            headers.get("host", "").lower(),
+            self._language(headers.get("accept-language")) if scope["path"] == "/city" else "",
         )
         answer = await self._answer(key, scope, receive, send)
         if answer is None:
@@ -108,6 +111,11 @@ class PublicGuard:
             return
         body = b"" if scope["method"] == "HEAD" else answer.body
         await _send(send, answer.status, answer.headers + _common(answer), body, len(answer.body))
+
+    def _language(self, header: str | None) -> str:
+        """The locale the page will be written in: made-up Accept-Language headers all fall
+        on a few keys instead of each missing the cache."""
+        return str(lang.choose(None, header, self.zone).locale)
 
     async def _answer(
         self, key: tuple[str, ...], scope: Scope, receive: Receive, send: Send
@@ -173,6 +181,17 @@ class PublicGuard:
         etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
         kept = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         return Answer(200, kept, body, etag, time.monotonic() + self.ttl)
+
+
+def _query_key(raw: bytes) -> str:
+    """The parameters the public handlers read (``lang``, ``part`` and the ``$`` options),
+    sorted: made-up parameters, which the handlers ignore, do not get round the cache."""
+    kept = sorted(
+        (k, v)
+        for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        if k in ("lang", "part") or k.startswith("$")
+    )
+    return urlencode(kept)
 
 
 def _common(answer: Answer) -> list[tuple[bytes, bytes]]:

@@ -89,6 +89,11 @@ def test_etag_cache_control_and_the_server_cache(cached: tuple[ServerThread, str
         en = c.get("/city", headers={"Accept-Language": "en"})
         assert ms.headers["etag"] != en.headers["etag"]
         assert '<html lang="en">' in en.text and '<html lang="ms">' in ms.text
+        # Made-up parameters and language headers do not get round the cache.
+        busted = c.get("/open/v1/districts.json?nocache=12345")
+        assert busted.headers["etag"] == c.get("/open/v1/districts.json").headers["etag"]
+        odd = c.get("/city", headers={"Accept-Language": "xx-YY, en;q=0.3"})
+        assert odd.headers["etag"] == en.headers["etag"]
 
 
 def test_concurrent_requests_share_one_answer(cached: tuple[ServerThread, str]) -> None:
