@@ -147,7 +147,7 @@ def _district(r: languages.Reader, d: public.District, n: int) -> str:
     parts = [
         f'<section class="district" id="d-{n}" aria-labelledby="d-{n}-h"'
         f' data-district="{e(d.name)}">',
-        f'<h2 id="d-{n}-h">{e(d.name)}</h2>',
+        f'<h3 id="d-{n}-h">{e(d.name)}</h3>',
         f'<p class="note">{e(r.plural("district.stations", len(d.stations)))}</p>',
     ]
     f = d.figures
@@ -159,7 +159,7 @@ def _district(r: languages.Reader, d: public.District, n: int) -> str:
             items.append(_index(r, f["api_my"], "air.api_my", "advice"))
         if "pm25" in f:
             items.append(_measure(r, f["pm25"], "air.pm25", "unit.ugm3", 1))
-        parts.append(f"<h3>{e(r.t('district.air'))}</h3>")
+        parts.append(f"<h4>{e(r.t('district.air'))}</h4>")
         parts.append(_block(r, d, "air", items, [f[q] for q in public.FIGURES["air"] if q in f]))
     if d.in_domain("water") or d.hazards:
         items = []
@@ -169,7 +169,7 @@ def _district(r: languages.Reader, d: public.District, n: int) -> str:
             items.append(_index(r, f["wqi_class"], "water.wqi_class", "meaning"))
         items += [_hazard(r, d, "flood"), _hazard(r, d, "storm")]
         figs = [f[q] for q in public.FIGURES["water"] if q in f]
-        parts.append(f"<h3>{e(r.t('district.water'))}</h3>")
+        parts.append(f"<h4>{e(r.t('district.water'))}</h4>")
         parts.append(_block(r, d, "water", items, figs, always=True))
     if d.in_domain("traffic"):
         items = []
@@ -178,7 +178,7 @@ def _district(r: languages.Reader, d: public.District, n: int) -> str:
         if "speed" in f:
             items.append(_measure(r, f["speed"], "traffic.speed", "unit.kmh", 0))
         figs = [f[q] for q in public.FIGURES["traffic"] if q in f]
-        parts.append(f"<h3>{e(r.t('district.traffic'))}</h3>")
+        parts.append(f"<h4>{e(r.t('district.traffic'))}</h4>")
         parts.append(_block(r, d, "traffic", items, figs))
     parts.append("</section>")
     return "".join(parts)

@@ -5,6 +5,7 @@ shows no private data (the browser tests are in tests/test_city_browser.py)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
+from api import lang
 from api.server import ServerThread
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
@@ -89,6 +91,15 @@ def test_city_in_english_shows_the_database_figures(town: Api) -> None:
     assert re.search(r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d{1,2}:\d{2}\s[ap]m", page)
     for secret in PRIVATE:
         assert secret not in page
+    # Not colour alone: every category shown has its name and a swatch of its own pattern.
+    shown = re.findall(r'data-q="(\w+)" data-category="(\d)">(.*?)</dd>', page, re.S)
+    assert len(shown) >= 6
+    for quantity, cat, body in shown:
+        assert f'class="sw p{cat}"' in body
+        assert f"<strong>{lang.strings('en')[f'{quantity}.{cat}.name']}</strong>" in body
+    # Headings in order: the page, its parts, the districts, their domains.
+    levels = [int(h) for h in re.findall(r"<h(\d)", page)]
+    assert levels[0] == 1 and all(b - a <= 1 for a, b in itertools.pairwise(levels))
 
 
 def test_city_in_bahasa_malaysia_by_accept_language(town: Api) -> None:
@@ -112,8 +123,6 @@ def test_city_in_bahasa_malaysia_by_accept_language(town: Api) -> None:
 
 
 def test_every_catalogue_has_the_same_strings() -> None:
-    from api import lang
-
     keys = {code: set(lang.strings(code)) for code in lang.LANGUAGES}
     en = {k for k in keys["en"] if not k.endswith(".one")}  # Malay has no singular form
     assert en == keys["ms"] - {k for k in keys["ms"] if k.endswith(".one")}
