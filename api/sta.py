@@ -7,9 +7,10 @@
 
 Paths: the service root, a collection (``/Things``), an entity (``/Things('AQ-P8-01')``), a
 related entity or collection (``/Datastreams(3)/Observations``), a property and its ``$value``.
-Query options: $filter, $orderby, $top, $skip, $count, $select and $expand (nested options
-too) on every collection; on Observations $filter and $orderby work on phenomenonTime,
-resultTime, result and Datastream/@iot.id (they run in SQL). Nothing can be created, changed or
+Query options: $filter (with the OData and OGC geometry functions on points and polygons),
+$orderby, $top, $skip, $count, $select and $expand (nested options too) on every collection;
+on Observations $filter and $orderby work on phenomenonTime, resultTime, result and
+Datastream/@iot.id (they run in SQL). Nothing can be created, changed or
 deleted; HistoricalLocations and FeaturesOfInterest are always empty.
 """
 
@@ -307,7 +308,8 @@ def _getter(model: Model, entity_set: str, entity: dict[str, Any]) -> Callable[.
                     value = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 continue
             nav = NAV.get(current, {}).get(part)
-            if nav is not None and not nav[1] and isinstance(value, dict):
+            # A to-many path (Things' Locations) reads the first: a station has one place.
+            if nav is not None and nav[0] != "Observations" and isinstance(value, dict):
                 target, keys = model.related(current, _key_of(value, current), part)
                 value = model.entity(target, keys[0]) if keys else None
                 current = target

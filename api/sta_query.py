@@ -8,7 +8,9 @@ A filter is parsed into a small tree of tuples:
     ("op", name, left, right) eq ne gt ge lt le and or add sub mul div mod
     ("not", operand)
     ("call", name, args)      substringof, startswith, endswith, contains, tolower, toupper,
-                              length, indexof, trim, concat, year, month, day, hour, minute
+                              length, indexof, trim, concat, year, month, day, hour, minute,
+                              geo.distance, geo.intersects, st_within, st_contains,
+                              st_intersects (with geography'POINT(..)' or 'POLYGON((..))')
 Anything else is a QueryError, which the API answers with a 400 and the reason.
 """
 
@@ -27,7 +29,7 @@ _COMPARE = ("eq", "ne", "gt", "ge", "lt", "le")
 _ARITH = ("add", "sub", "mul", "div", "mod")
 _DATETIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})"
 _TOKEN = re.compile(
-    rf"\s*(?:(?P<dt>{_DATETIME})|(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+    rf"\s*(?:(?P<geo>geography'[^']*')|(?P<dt>{_DATETIME})|(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
     r"|(?P<name>[A-Za-z_@$][\w@.$]*(?:/[A-Za-z_@$][\w@.$]*)*)|(?P<punct>[(),]))"
 )
 
@@ -54,7 +56,9 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         pos = m.end()
         kind = m.lastgroup
         value = m.group(kind or "")
-        if kind == "dt":
+        if kind == "geo":
+            out.append(("lit", parse_wkt(value[len("geography'") : -1])))
+        elif kind == "dt":
             out.append(("lit", parse_datetime(value)))
         elif kind == "str":
             out.append(("lit", value[1:-1].replace("''", "'")))
@@ -168,6 +172,83 @@ def parse_filter(text: str) -> Node:
     return _Parser(text).parse()
 
 
+# -- geometry: points and polygons in lon/lat degrees, planar (the OData functions) ------------
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    kind: str  # Point | Polygon
+    points: tuple[Point, ...]  # a Point has one; a Polygon its outer ring
+
+
+def parse_wkt(text: str) -> Geometry:
+    """``POINT(lon lat)`` or ``POLYGON((lon lat, ...))`` (the outer ring only)."""
+    m = re.fullmatch(r"\s*(POINT|POLYGON)\s*\(\s*\(?(.*?)\)?\s*\)\s*", text, re.I)
+    if m is None:
+        raise QueryError(f"geography'{text}': only POINT and POLYGON are served")
+    try:
+        pts = tuple(
+            (float(x), float(y)) for x, y in (pair.split() for pair in m.group(2).split(","))
+        )
+    except ValueError as e:
+        raise QueryError(f"geography'{text}': cannot read its coordinates") from e
+    kind = m.group(1).capitalize()
+    if (kind == "Point" and len(pts) != 1) or (kind == "Polygon" and len(pts) < 3):
+        raise QueryError(f"geography'{text}': too few or too many coordinates")
+    return Geometry(kind, pts)
+
+
+def _geometry(v: Any) -> Geometry | None:
+    if isinstance(v, Geometry):
+        return v
+    if isinstance(v, dict) and v.get("type") == "Point":
+        x, y = v["coordinates"][:2]
+        return Geometry("Point", ((float(x), float(y)),))
+    if isinstance(v, dict) and v.get("type") == "Polygon":
+        return Geometry("Polygon", tuple((float(x), float(y)) for x, y, *_ in v["coordinates"][0]))
+    return None
+
+
+def _inside(p: Point, ring: tuple[Point, ...]) -> bool:
+    x, y = p
+    inside = False
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True):
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
+def _within(a: Any, b: Any) -> bool | None:
+    ga, gb = _geometry(a), _geometry(b)
+    if ga is None or gb is None or ga.kind != "Point" or gb.kind != "Polygon":
+        return None if ga is None or gb is None else False
+    return _inside(ga.points[0], gb.points)
+
+
+def _intersects(a: Any, b: Any) -> bool | None:
+    ga, gb = _geometry(a), _geometry(b)
+    if ga is None or gb is None:
+        return None
+    if ga.kind == gb.kind == "Point":
+        return ga.points == gb.points
+    if ga.kind == "Polygon" and gb.kind == "Polygon":
+        return any(_inside(p, gb.points) for p in ga.points) or any(
+            _inside(p, ga.points) for p in gb.points
+        )
+    point, poly = (ga, gb) if ga.kind == "Point" else (gb, ga)
+    return _inside(point.points[0], poly.points)
+
+
+def _distance(a: Any, b: Any) -> float | None:
+    ga, gb = _geometry(a), _geometry(b)
+    if ga is None or gb is None or ga.kind != "Point" or gb.kind != "Point":
+        return None
+    (x1, y1), (x2, y2) = ga.points[0], gb.points[0]
+    return float(((x1 - x2) ** 2 + (y1 - y2) ** 2) ** 0.5)
+
+
 # -- evaluation on an entity ------------------------------------------------------------------
 
 
@@ -188,9 +269,7 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     if a is None or b is None:
         return False
     try:
-        return bool(
-            {"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b}[op]
-        )
+        return bool({"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b}[op])
     except TypeError:
         return False
 
@@ -223,6 +302,11 @@ _FUNCTIONS: dict[str, Any] = {
     "day": lambda a: a.day if isinstance(a, datetime) else None,
     "hour": lambda a: a.hour if isinstance(a, datetime) else None,
     "minute": lambda a: a.minute if isinstance(a, datetime) else None,
+    "geo.distance": _distance,
+    "geo.intersects": _intersects,
+    "st_within": _within,
+    "st_contains": lambda a, b: _within(b, a),
+    "st_intersects": _intersects,
 }
 
 

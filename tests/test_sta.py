@@ -192,6 +192,15 @@ def test_the_standards_request_examples(town: Api) -> None:
         town, "/Things", **{"$filter": "substringof('Inlet', name) or tolower(name) eq 'aq-p9-01'"}
     )
     assert sorted(t["@iot.id"] for t in f["value"]) == ["AQ-P9-01", "WQ-WET-01"]
+    # Geometry (OData geo.* and OGC st_* functions), in lon/lat degrees.
+    box = "geography'POLYGON((101.69 2.92, 101.71 2.92, 101.71 2.935, 101.69 2.935, 101.69 2.92))'"
+    f = get(town, "/Locations", **{"$filter": f"st_within(location, {box})"})
+    assert sorted(x["@iot.id"] for x in f["value"]) == ["AQ-P8-01", "AQ-P8-02", "LOOP-P8-01"]
+    f = get(town, "/Things", **{"$filter": f"geo.intersects(Locations/location, {box})"})
+    assert sorted(x["@iot.id"] for x in f["value"]) == ["AQ-P8-01", "AQ-P8-02", "LOOP-P8-01"]
+    near = "geography'POINT(101.685 2.97)'"
+    f = get(town, "/Locations", **{"$filter": f"geo.distance(location, {near}) lt 0.001"})
+    assert [x["@iot.id"] for x in f["value"]] == ["WQ-WET-01"]
     since = (T0 + timedelta(minutes=140)).isoformat().replace("+00:00", "Z")
     f = get(
         town,
@@ -229,6 +238,9 @@ def test_private_and_bad_requests(town: Api) -> None:
         "/sta/v1.1/Observations", role=None, **{"$filter": "FeatureOfInterest/name eq 'x'"}
     )
     assert r.status_code == 400 and "not supported" in r.json()["detail"]
+    line = "st_within(location, geography'LINESTRING(1 2, 3 4)')"
+    r = town.get("/sta/v1.1/Locations", role=None, **{"$filter": line})
+    assert r.status_code == 400 and "POINT and POLYGON" in r.json()["detail"]
     assert town.get("/sta/v1.1/Nothing", role=None).status_code == 404
     with town.client(None) as c:
         assert c.post("/sta/v1.1/Things", json={"name": "x"}).status_code == 405
