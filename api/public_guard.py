@@ -66,6 +66,11 @@ class RateLimiter:
 
 
 @dataclass(frozen=True)
+class Label:
+    path: str
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -87,6 +92,9 @@ class PublicGuard:
         if scope["type"] != "http" or not is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
+        # The metrics' route label (api/app.py's Measure reads scope["route"]): the public
+        # answers made here never reach the router, and one label per area keeps it small.
+        scope["route"] = Label(next(p for p in PREFIXES if scope["path"].startswith(p)))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
         wait = self.limiter.take(client[0] if client else "unknown")

@@ -123,6 +123,10 @@ def test_rate_limit_per_address_with_retry_after(settings: Settings) -> None:
             assert int(limited.headers["retry-after"]) >= 1
             assert "too many requests" in limited.json()["detail"]
             assert c.get("/sta/v1.1").status_code == 429
+            # Counted in the API's metrics under the public area, 429s included.
+            metrics = c.get("/metrics").text
+            assert 'route="/city",status="429"' in metrics
+            assert 'route="/open/v1",status="200"' in metrics
             # The operators' API is not limited.
             viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
             for _ in range(10):
