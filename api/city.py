@@ -257,7 +257,7 @@ def render_now(r: languages.Reader, status: public.CityStatus, settings: Setting
 
 def render_page(r: languages.Reader, status: public.CityStatus, settings: Settings) -> str:
     city = settings.city_name
-    zone = settings.city_time_zone
+    zone = settings.city_timezone
     switch = []
     for code in languages.LANGUAGES:
         name = e(languages.strings(code)["meta.language"])
@@ -300,7 +300,7 @@ def require_public(state: ApiState) -> None:
 def reader(state: ApiState, request: Request, lang: str | None) -> languages.Reader:
     try:
         return languages.choose(
-            lang, request.headers.get("accept-language"), state.settings.city_time_zone
+            lang, request.headers.get("accept-language"), state.settings.city_timezone
         )
     except languages.UnknownLanguage as exc:
         raise ApiError(

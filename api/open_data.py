@@ -227,7 +227,7 @@ async def districts_json(state: Annotated[ApiState, Depends(get_state)]) -> Resp
         {
             "licence": licence(state),
             "generated_at": _iso(status.at),
-            "time_zone": state.settings.city_time_zone,
+            "time_zone": state.settings.city_timezone,
             "districts": records,
         }
     )

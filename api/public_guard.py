@@ -83,7 +83,7 @@ class PublicGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.ttl = settings.public_cache_s
-        self.zone = settings.city_time_zone
+        self.zone = settings.city_timezone
         self.limiter = RateLimiter(settings.public_rate_per_s, settings.public_rate_burst)
         self._cache: dict[tuple[str, ...], Answer] = {}
         self._inflight: dict[tuple[str, ...], asyncio.Future[Answer | None]] = {}

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     index_every_s: float = Field(
         60.0, gt=0, description="how often ingest derives the indices of completed hours"
     )
+    city_timezone: str = Field(
+        "Asia/Kuala_Lumpur",
+        description="the city's IANA time zone (off-peak hours of learned free-flow speeds)",
+    )
     retention_readings_days: float = Field(
         30.0, ge=0, description="raw readings older than this are removed (0: kept forever)"
     )
@@ -152,9 +156,6 @@ class Settings(BaseSettings):
         " /sta/v1.1 without a token (false: they answer 404)",
     )
     city_name: str = Field("Putrajaya", description="the city's name on the public page")
-    city_time_zone: str = Field(
-        "Asia/Kuala_Lumpur", description="time zone (IANA) of times on the public page"
-    )
     public_licence: str = Field(
         "CC-BY-4.0", description="licence (SPDX id) the open data is published under"
     )
@@ -246,13 +247,13 @@ class Settings(BaseSettings):
     def link_base(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
-    @field_validator("city_time_zone")
+    @field_validator("city_timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"PUSAT_CITY_TIME_ZONE {v!r} is not a known IANA time zone") from e
+            raise ValueError(f"unknown time zone {v!r} (IANA names: Asia/Kuala_Lumpur)") from e
         return v
 
     @field_validator("topic_root")
