@@ -6,7 +6,8 @@
     Observation               one reading (id: '<datastream id>-<event time in microseconds>')
 
 Paths: the service root, a collection (``/Things``), an entity (``/Things('AQ-P8-01')``), a
-related entity or collection (``/Datastreams(3)/Observations``), a property and its ``$value``.
+related entity or collection (``/Datastreams(3)/Observations``), a property and its ``$value``,
+and ``$ref`` (the links alone).
 Query options: $filter (with the OData and OGC geometry functions on points and polygons),
 $orderby, $top, $skip, $count, $select and $expand (nested options too) on every collection;
 on Observations $filter and $orderby work on phenomenonTime, resultTime, result and
@@ -491,9 +492,14 @@ async def _resolve(model: Model, path: str, o: Options, url: str) -> Any:
         current = ("collection", (entity_set, keys))
     else:
         current = ("entity", (entity_set, _parse_id(m.group(2), entity_set)))
-    for seg in segments[1:]:
+    ref = segments[-1] == "$ref"  # links only (OGC 18-088 9.2.7)
+    for seg in segments[1 : len(segments) - ref]:
         current = await _step(model, current, seg)
     kind, what = current
+    if ref and kind not in ("collection", "entity"):
+        raise ApiError(404, "$ref follows an entity or a collection")
+    if ref:
+        o.select, o.expand = ["@iot.selfLink"], []
     if kind == "collection":
         return await _collection(model, what[0], what[1], o, url)
     if kind == "entity":

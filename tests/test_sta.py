@@ -127,6 +127,14 @@ def test_the_standards_request_examples(town: Api) -> None:
     r = town.get("/sta/v1.1/Things('AQ-P8-01')/name/$value", role=None)
     assert r.json() == "Sekolah P8"
     assert get(town, f"/Datastreams({pm})/Thing")["@iot.id"] == "AQ-P8-01"
+    located = get(town, "/Things('AQ-P8-01')/Locations('AQ-P8-01')")
+    assert located["location"]["type"] == "Point"
+    refs = get(town, "/Things('AQ-P8-01')/Datastreams/$ref")
+    assert len(refs["value"]) == 3
+    assert all(list(r) == ["@iot.selfLink"] for r in refs["value"])
+    assert get(town, f"/Datastreams({pm})/Thing/$ref") == {
+        "@iot.selfLink": f"{town.url}/sta/v1.1/Things('AQ-P8-01')"
+    }
     assert get(town, f"/Datastreams({pm})/ObservedProperty")["name"] == "pm25"
     assert get(town, f"/Datastreams({pm})/Sensor")["@iot.id"] == "AQ-P8-01"
     first = get(
