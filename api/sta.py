@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -128,6 +128,14 @@ class Model:
     streams: dict[int, tuple[str, str, str | None]]  # series id -> (sensor, quantity, unit)
     quantities: dict[str, tuple[str, str]]  # name -> (domain, unit)
     conn: Any
+    # Indexes, so that expanding every entity of a large city is not quadratic.
+    by_sensor: dict[str, list[int]] = field(default_factory=dict)
+    by_quantity: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for sid, (sensor, quantity, _) in self.streams.items():
+            self.by_sensor.setdefault(sensor, []).append(sid)
+            self.by_quantity.setdefault(quantity, []).append(sid)
 
     # -- entities ---------------------------------------------------------------------------
 
@@ -218,7 +226,7 @@ class Model:
         if entity_set == "Datastreams":
             return list(self.streams)
         if entity_set == "ObservedProperties":
-            return sorted({q for _, q, _ in self.streams.values()})
+            return sorted(self.by_quantity)
         return []
 
     def related(self, entity_set: str, key: Key, nav: str) -> tuple[str, list[Key] | None]:
@@ -227,11 +235,14 @@ class Model:
         if target == "Observations":
             return target, None
         if entity_set in ("Things", "Sensors") and nav == "Datastreams":
-            return target, [i for i, st in self.streams.items() if st[0] == key]
+            return target, list(self.by_sensor.get(key, []))
         if entity_set == "ObservedProperties":
-            return target, [i for i, st in self.streams.items() if st[1] == key]
+            return target, list(self.by_quantity.get(key, []))
         if (entity_set, nav) in (("Things", "Locations"), ("Locations", "Things")):
-            return target, [key] if key in self.keys(target) else []
+            s = self.things.get(key)
+            return target, [
+                key
+            ] if s is not None and s.lat is not None and s.lon is not None else []
         if entity_set == "Datastreams":
             sensor, quantity, _ = self.streams[key]
             return target, [quantity if nav == "ObservedProperty" else sensor]
