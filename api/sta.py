@@ -17,6 +17,7 @@ deleted; HistoricalLocations and FeaturesOfInterest are always empty.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -356,6 +357,15 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (2, str(value))
 
 
+def _filtered(model: Model, entity_set: str, keys: list[Key], o: Options) -> list[dict[str, Any]]:
+    found = [x for x in (model.entity(entity_set, k) for k in keys) if x is not None]
+    if o.filter is not None:
+        found = [x for x in found if evaluate(o.filter, _getter(model, entity_set, x))]
+    for path, desc in reversed(o.orderby):  # stable sorts, last key first
+        found.sort(key=_by(model, entity_set, path), reverse=desc)
+    return found
+
+
 async def _collection(
     model: Model, entity_set: str, keys: list[Key] | None, o: Options, url: str | None
 ) -> dict[str, Any]:
@@ -368,15 +378,19 @@ async def _collection(
         entities = [model.entity("Observations", _obs_key(r), r) for r in rows[:top]]
         found = [x for x in entities if x is not None]
     else:
-        found = [x for x in (model.entity(entity_set, k) for k in (keys or [])) if x is not None]
-        if o.filter is not None:
-            found = [x for x in found if evaluate(o.filter, _getter(model, entity_set, x))]
-        for path, desc in reversed(o.orderby):  # stable sorts, last key first
-            found.sort(key=_by(model, entity_set, path), reverse=desc)
-        count = len(found)
         top = DEFAULT_TOP if o.top is None else o.top
-        more = len(found) > o.skip + top
-        found = found[o.skip : o.skip + top]
+        by_id = o.orderby in ([], [(("@iot.id",), False)], [(("id",), False)])
+        if o.filter is None and by_id:
+            # Paging in id order needs only the page's entities made (100,000 series: 1 s).
+            page = (keys or [])[o.skip : o.skip + top]
+            count, more = len(keys or []), len(keys or []) > o.skip + top
+            found = [x for x in (model.entity(entity_set, k) for k in page) if x is not None]
+        else:
+            # Filtering and sorting every entity is CPU work: off the event loop, so the
+            # operators' requests are still answered meanwhile.
+            found = await asyncio.to_thread(_filtered, model, entity_set, keys or [], o)
+            count, more = len(found), len(found) > o.skip + top
+            found = found[o.skip : o.skip + top]
     for x in found:
         await _expand(model, entity_set, x, o.expand)
     body: dict[str, Any] = {}
