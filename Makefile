@@ -11,11 +11,13 @@ STAMP  := $(VENV)/.installed-stamp
 TSDB_ROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/tsdb-root
 # The community edition's SQL is checked on PGlite's TimescaleDB build (npm), kept there too.
 PGLITE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/pglite
+# axe-core (npm) checks the public /city page in Chromium (tests/test_city_browser.py).
+AXE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/axe
 
 # Eclipse Tahu's Sparkplug client (npm), the third-party edge node of tests/test_sparkplug.py.
 SPARKPLUG_CLIENT_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pusat/sparkplug-client
 
-.PHONY: up test lint system-deps tsdb-root pglite sparkplug-client clean
+.PHONY: up test lint system-deps tsdb-root pglite sparkplug-client axe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,11 @@ sparkplug-client:
 	@sh deploy/sparkplug-client/install.sh "$(SPARKPLUG_CLIENT_DIR)" || \
 	  echo "warning: no Sparkplug client; tests/test_sparkplug.py installs it or says why not"
 
+axe:
+	@mkdir -p "$(AXE_DIR)" && cp deploy/axe/package.json "$(AXE_DIR)/" && \
+	  (cd "$(AXE_DIR)" && npm install --no-audit --no-fund --silent) || \
+	  echo "warning: no axe-core; the suite reports the accessibility test as skipped"
+
 up: $(STAMP)
 	$(BIN)/pusat up
 
@@ -46,7 +53,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: system-deps $(STAMP) lint tsdb-root pglite sparkplug-client
+test: system-deps $(STAMP) lint tsdb-root pglite sparkplug-client axe
 	$(BIN)/pytest
 
 clean:

@@ -28,9 +28,13 @@ from api import (
     wall,
 )
 from api.auth import TokenCache
+from api.city import router as city_router
 from api.hub import Hub
 from api.metrics import ApiMetrics
+from api.open_data import router as open_data_router
+from api.public_guard import PublicGuard
 from api.snapshot import Snapshots
+from api.sta import router as sta_router
 from api.state import ApiState
 from processing import catalogue as catalogue_module
 from processing.catalogue import Catalogue
@@ -170,6 +174,7 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
             {"name": "tokens", "description": "API tokens (admin)"},
             {"name": "health", "description": "Health and metrics"},
             {"name": "wall", "description": "The built-in command-centre page"},
+            {"name": "public", "description": "The public city page and open data (no token)"},
         ],
     )
     errors.install(app)
@@ -186,5 +191,9 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         wall,
     ):
         app.include_router(module.router)
+    app.include_router(city_router)
+    app.include_router(open_data_router)
+    app.include_router(sta_router)
+    app.add_middleware(PublicGuard, settings=settings)
     app.add_middleware(Measure, metrics=metrics)
     return app

@@ -208,6 +208,26 @@ class Settings(BaseSettings):
         " not every sensor",
     )
 
+    # -- the public side: /city, /open/v1, /sta/v1.1 (api/city.py, api/open_data.py, api/sta.py)
+    public: bool = Field(
+        True,
+        description="serve the public city page /city, open data /open/v1 and SensorThings"
+        " /sta/v1.1 without a token (false: they answer 404)",
+    )
+    city_name: str = Field("Putrajaya", description="the city's name on the public page")
+    public_licence: str = Field(
+        "CC-BY-4.0", description="licence (SPDX id) the open data is published under"
+    )
+    public_cache_s: float = Field(
+        15.0, ge=0, description="anonymous public answers are cached this long (0: not cached)"
+    )
+    public_rate_per_s: float = Field(
+        20.0, gt=0, description="public requests per second one client address may make"
+    )
+    public_rate_burst: int = Field(
+        60, ge=1, description="public requests one client address may make at once"
+    )
+
     # -- Grafana walls and gateway credentials (pusat/grafana, pusat/gateways.py) -----------------
     grafana_url: str | None = Field(
         None,

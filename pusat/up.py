@@ -135,6 +135,9 @@ def _start_api(s: Settings, console: Console) -> ServerThread:
     # soft_wrap: a URL broken over two lines cannot be clicked or copied.
     console.print(f"API: {server.url}/api/v1 (documentation: {server.url}/docs)", soft_wrap=True)
     console.print(f"wall: {server.url}/wall" + (f"?token={token}" if token else ""), soft_wrap=True)
+    if s.public:
+        page = f"public page: {server.url}/city (open data: {server.url}/open/v1/)"
+        console.print(page, soft_wrap=True)
     return server
 
 

@@ -1,0 +1,423 @@
+"""The public burst benchmark (issue 15): does a flood of anonymous requests to /city leave the
+operators' API and ingest unaffected? And Lighthouse's scores of the page.
+
+``python -m bench.public [--write-results]`` needs Debian's ``wrk``; Lighthouse from npm
+(``npm i -E lighthouse@12.2.3`` in ~/.cache/pusat/lighthouse) adds its scores. It starts its
+own durable PostgreSQL and Mosquitto (the ingest benchmark's ``Services``), ``pusat api`` and
+one ``pusat ingest`` as child processes, provisions a small city (bench.city's generator) and
+publishes its readings in real time throughout. An operator client (a viewer token) asks
+``/api/v1/latest`` of one district and ``/api/v1/alerts`` back to back the whole time. Four
+phases of equal length, ``wrk`` paced to about 2,000 anonymous ``GET /city`` a second:
+
+1. idle: no public traffic (the baseline);
+2. one address floods: the rate limit answers almost all with 429;
+3. the API restarted with the rate limit lifted (as when the flood comes from thousands of
+   addresses, each under its limit): every request is served from the server cache;
+4. the same flood to a second ``pusat api`` process while the operators keep to the first.
+
+Per phase: the public requests a second wrk reached and their status, the operators' p50/p95,
+and ingest lag (commit time minus event time) p50/p99 of the readings of that phase. Everything
+shares the machine's cores with the load generator, as it would on one small server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench import city as bc
+from bench import ingest as bi
+from bench import results
+from pusat.embedded.ports import free_port
+
+SECTION = "public"
+SENSORS = 2_000
+GATEWAYS = 20
+PHASE_S = 20.0
+WRK_THREADS = 2
+WRK_CONNECTIONS = 64
+RATE = 2_000  # the public requests a second wrk is paced to
+# wrk has no rate option: each connection waits before each request (its Lua delay hook),
+# a little less than WRK_CONNECTIONS / RATE seconds because the answer time adds to the wait.
+PACE_SCRIPT = f"function delay() return {1000 * WRK_CONNECTIONS // RATE - 8} end\n"
+
+
+@dataclass
+class Phase:
+    name: str
+    start: float = 0.0
+    end: float = 0.0
+    public_rps: float | None = None
+    public_requests: int | None = None
+    non_2xx: int | None = None
+    operator_ms: list[float] = field(default_factory=list)
+    lag_ms: tuple[float, float] | None = None
+    operator_errors: int = 0
+
+    def p(self, q: float) -> float:
+        xs = sorted(self.operator_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def _wrk(url: str, seconds: float, script: Path) -> tuple[float, int, int]:
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise bi.BenchError("wrk is not installed (apt-get install wrk)")
+    out = subprocess.run(
+        [
+            exe,
+            f"-t{WRK_THREADS}",
+            f"-c{WRK_CONNECTIONS}",
+            f"-d{seconds:.0f}s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if rps is None or total is None:
+        raise bi.BenchError(f"cannot read wrk's output:\n{out}")
+    return float(rps.group(1)), int(total.group(1)), int(non.group(1)) if non else 0
+
+
+LIGHTHOUSE = Path(
+    os.environ.get(
+        "PUSAT_LIGHTHOUSE",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "pusat/lighthouse/node_modules/.bin/lighthouse",
+    )
+)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run"
+    " --disable-background-networking --disable-component-update --disable-sync"
+)
+
+
+def lighthouse(url: str, work: Path) -> dict[str, Any] | None:
+    """Lighthouse's mobile preset (its default) on ``url`` with Debian's Chromium: the
+    performance and accessibility scores and the bytes transferred; None without Lighthouse."""
+    if not LIGHTHOUSE.exists() or not Path(CHROMIUM).exists():
+        return None
+    out = work / "lighthouse.json"
+    subprocess.run(
+        [
+            str(LIGHTHOUSE),
+            url,
+            "--quiet",
+            "--only-categories=performance,accessibility",
+            f"--chrome-flags={CHROME_FLAGS} --user-data-dir={work / 'lh-profile'}",
+            "--output=json",
+            f"--output-path={out}",
+        ],
+        env={**os.environ, "CHROME_PATH": CHROMIUM},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    report = json.loads(out.read_text())
+    audits = report["audits"]
+    return {
+        "version": report["lighthouseVersion"],
+        "performance": round(report["categories"]["performance"]["score"] * 100),
+        "accessibility": round(report["categories"]["accessibility"]["score"] * 100),
+        "bytes": int(audits["total-byte-weight"]["numericValue"]),
+        "fcp_ms": audits["first-contentful-paint"]["numericValue"],
+        "lcp_ms": audits["largest-contentful-paint"]["numericValue"],
+        "cls": audits["cumulative-layout-shift"]["numericValue"],
+        "form_factor": report["configSettings"]["formFactor"],
+    }
+
+
+def _lag(url: str, start: float, end: float) -> tuple[float, float]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag) FROM"
+            " (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - ts) * 1e3 AS lag"
+            " FROM reading_data WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s)) l",
+            (start, end),
+        ).fetchone()
+    if row is None or row[0] is None:
+        raise bi.BenchError("no lag: no readings in the phase or no commit timestamps")
+    return float(row[0][0]), float(row[0][1])
+
+
+def _api(svc: bi.Services, url: str, port: int, **env: str) -> bi.Child:
+    environment = svc.env | {
+        "PUSAT_DATABASE_URL": url,
+        "PUSAT_MQTT_URL": svc.broker.url,
+        "PUSAT_HOME": str(svc.work / "home"),
+        **env,
+    }
+    argv = [sys.executable, "-m", "pusat", "api", "--host", "127.0.0.1", "--port", str(port)]
+    return svc.spawn("pusat-api", [*argv, "--log-level", "WARNING"], environment, pipe=False)
+
+
+class Operator:
+    """Back-to-back operator requests, timed, until stopped."""
+
+    def __init__(self, base: str, token: str, district: str) -> None:
+        self.base = base
+        self.token = token
+        self.district = district
+        self.samples: list[tuple[float, float]] = []  # (wall time, ms)
+        self.errors: list[float] = []  # when a request failed
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        paths = [f"/api/v1/latest?district={self.district}", "/api/v1/alerts"]
+        with httpx.Client(base_url=self.base, headers=headers, timeout=30) as c:
+            k = 0
+            while not self.stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    ok = c.get(paths[k % 2]).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                    time.sleep(0.05)  # the API is restarting between phases
+                if ok:
+                    self.samples.append((time.time(), (time.perf_counter() - t0) * 1e3))
+                else:
+                    self.errors.append(time.time())
+                k += 1
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [ms for t, ms in self.samples if start <= t < end]
+
+
+def run(log: Any = print) -> dict[str, Any]:
+    sensors = bc.city(SENSORS, GATEWAYS)
+    districts = sorted({s.district for s in sensors})
+    phases = [
+        Phase("idle"),
+        Phase("one address, same process: 429s"),
+        Phase("many addresses, same process: cache"),
+        Phase("many addresses, a second `pusat api` serves the public"),
+    ]
+    publish_s = int(PHASE_S * len(phases) + 50)
+    with bi.services(log) as svc:
+        url = svc.database(f"public_{uuid.uuid4().hex[:8]}")
+        from api import auth
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            _, viewer = auth.create_token(conn, "viewer", "bench-public-viewer")
+            _, engineer = auth.create_token(conn, "engineer", "bench-public-engineer")
+        root, client_id = bi._ids("public")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        api = _api(svc, url, port)
+        bc._wait_http(f"{base}/healthz", api)
+        bc._provision(base, engineer, sensors)
+        bi.presubscribe(svc, client_id, [f"{root}/+/+"])
+        worker = svc.worker(url, root, client_id)
+        bc._probe(svc, url, root, worker)
+        start = int(time.time()) + 3
+        publishers = [
+            svc.spawn(
+                "publish",
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.city",
+                    "publish",
+                    json.dumps(
+                        asdict(
+                            bc.PublishSpec(
+                                svc.host,
+                                svc.port,
+                                root,
+                                SENSORS,
+                                GATEWAYS,
+                                k,
+                                bc.PUBLISHERS,
+                                start,
+                                publish_s,
+                            )
+                        )
+                    ),
+                ],
+                svc.env,
+                pipe=True,
+            )
+            for k in range(bc.PUBLISHERS)
+        ]
+        time.sleep(max(0.0, start - time.time()) + 8)  # the stream runs
+        operator = Operator(base, viewer, districts[0])
+        operator.thread.start()
+        target = f"{base}/city?lang=en"
+        script = svc.work / "pace.lua"
+        script.write_text(PACE_SCRIPT)
+        public_api: bi.Child | None = None
+        for i, phase in enumerate(phases):
+            if i == 3:
+                log("a second API process for the public")
+                public_port = free_port()
+                public_api = _api(
+                    svc,
+                    url,
+                    public_port,
+                    PUSAT_PUBLIC_RATE_PER_S="1000000",
+                    PUSAT_PUBLIC_RATE_BURST="1000000",
+                )
+                bc._wait_http(f"http://127.0.0.1:{public_port}/healthz", public_api)
+                target = f"http://127.0.0.1:{public_port}/city?lang=en"
+                httpx.get(target, timeout=30)
+            if i == 2:
+                log("restarting the API with the rate limit lifted")
+                api.stop()
+                api = _api(
+                    svc,
+                    url,
+                    port,
+                    PUSAT_PUBLIC_RATE_PER_S="1000000",
+                    PUSAT_PUBLIC_RATE_BURST="1000000",
+                )
+                bc._wait_http(f"{base}/healthz", api)
+                httpx.get(target, timeout=30)  # the first answer fills the cache
+            log(f"phase {phase.name}: {PHASE_S:.0f} s")
+            phase.start = time.time()
+            if i == 0:
+                time.sleep(PHASE_S)
+            else:
+                phase.public_rps, phase.public_requests, phase.non_2xx = _wrk(
+                    target, PHASE_S, script
+                )
+            phase.end = time.time()
+            phase.operator_ms = operator.between(phase.start, phase.end)
+            phase.operator_errors = sum(1 for t in operator.errors if phase.start <= t < phase.end)
+        operator.stop.set()
+        operator.thread.join()
+        log("Lighthouse on /city (mobile preset)")
+        lh = {code: lighthouse(f"{base}/city?lang={code}", svc.work) for code in ("ms", "en")}
+        for p in publishers:
+            p.finish(publish_s + 600)
+        time.sleep(3)  # the last readings of the last phase commit
+        for phase in phases:
+            phase.lag_ms = _lag(url, phase.start, phase.end)
+        api.stop()
+        if public_api is not None:
+            public_api.stop()
+        worker.stop()
+    return {
+        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "phases": phases,
+        "readings_per_s": bc.readings_per_second(sensors),
+        "lighthouse": lh,
+        "districts": len(districts),
+    }
+
+
+def markdown(r: dict[str, Any], command: str) -> str:
+    begin, end = results.markers(SECTION)
+    lines = [
+        begin,
+        "## Public burst (`python -m bench.public`)",
+        "",
+        f"Measured {r['at']} with `{command}`: one `pusat api` and one `pusat ingest` on a durable"
+        f" PostgreSQL and Mosquitto, {SENSORS:,} sensors publishing"
+        f" {r['readings_per_s']:,.0f} readings/s in real time throughout; an operator client"
+        " asks `/api/v1/latest` of a district and `/api/v1/alerts` back to back; Debian's `wrk`"
+        f" ({WRK_THREADS} threads, {WRK_CONNECTIONS} connections, paced to about {RATE:,} a"
+        f" second) sends anonymous `GET /city?lang=en` for {PHASE_S:.0f} s per phase, all on the"
+        f" same {_cpus()} CPUs. Default public settings (20 requests/s and a burst of 60 per"
+        " address, 15 s cache) in the first flood: wrk's one address is limited. Then the limit"
+        " is lifted, standing for a flood from many addresses each under its limit: every"
+        " answer comes from the server cache; last, the same flood goes to a second `pusat api`"
+        " process on the same database while the operators keep to the first.",
+        "",
+        "| phase | public req/s reached | public answers | of which not 200 | operator p50 |"
+        " operator p95 | operator requests (failed) | ingest lag p50 | ingest lag p99 |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in r["phases"]:
+        lag = p.lag_ms or (float("nan"), float("nan"))
+        lines.append(
+            f"| {p.name} | {_n(p.public_rps)} | {_n(p.public_requests)} | {_n(p.non_2xx)} |"
+            f" {p.p(0.5):.1f} ms | {p.p(0.95):.1f} ms |"
+            f" {len(p.operator_ms):,} ({p.operator_errors}) |"
+            f" {lag[0]:.0f} ms | {lag[1]:.0f} ms |"
+        )
+    idle = r["phases"][0]
+    ratios = ", ".join(
+        f"{p.name}: p50 {p.p(0.5) / idle.p(0.5):.1f}x, p95 {p.p(0.95) / idle.p(0.95):.1f}x"
+        for p in r["phases"][1:]
+    )
+    lines += ["", "### Lighthouse on /city", ""]
+    lh = r["lighthouse"]
+    if not any(lh.values()):
+        lines.append("Not measured: no Lighthouse (see the module's docstring for the install).")
+    else:
+        v = next(x for x in lh.values() if x)
+        lines += [
+            f"Lighthouse {v['version']}, {v['form_factor']} preset (its default: a mid-range"
+            " phone, throttled network and CPU), Debian's Chromium, against the same running"
+            f" city ({r['districts']} districts) after the phases. Aims: performance and"
+            " accessibility at least 95, page weight under 100 KB.",
+            "",
+            "| page | performance | accessibility | bytes transferred | first contentful paint"
+            " | largest contentful paint | layout shift |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for code, x in lh.items():
+            if x:
+                lines.append(
+                    f"| /city?lang={code} | {x['performance']} | {x['accessibility']} |"
+                    f" {x['bytes']:,} | {x['fcp_ms']:.0f} ms | {x['lcp_ms']:.0f} ms |"
+                    f" {x['cls']:.3f} |"
+                )
+    lines += [
+        "",
+        f"Operators' latency against idle: {ratios}. Ingest lag is the same in every phase"
+        " (ingest is its own process and the public answers never reach the database more"
+        " than once per cache period). The operators' API is not unaffected: it shares the"
+        " event loop (same process) or the CPUs (second process) with the flood; on a machine"
+        " this small a cache in front of the API (a reverse proxy honouring Cache-Control)"
+        " would keep such a flood away from it.",
+        "",
+        end,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _n(x: float | int | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def _cpus() -> int:
+    return os.cpu_count() or 0
+
+
+def main(argv: list[str]) -> int:
+    command = "python -m bench.public" + (" --write-results" if "--write-results" in argv else "")
+    r = run()
+    text = markdown(r, command)
+    print(text)
+    if "--write-results" in argv:
+        results.replace_section(SECTION, text.rstrip("\n"), Path(results.RESULTS_FILE))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
