@@ -36,7 +36,9 @@ from store import db
 SECTION = "wall"
 AIM_S = 2.0
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [  # the flags that work on these machines (tests/test_wall.py)
+# The flags that work on the project's machines (../shared/reference/machines.md); Playwright
+# gives every launch a new empty profile directory itself. The wall and city tests use them too.
+FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",

@@ -7,7 +7,6 @@ with no internet."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from api import auth
 from api.server import ServerThread
+from bench.wall import CHROMIUM, FLAGS  # the flags that work on these machines
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
 from store import db
@@ -24,19 +24,6 @@ from tests.helpers import Publisher, rows, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The flags that work on the project's machines (../shared/reference/machines.md); Playwright
-# gives every launch a new empty profile directory itself.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (deploy/system-deps.sh)"
