@@ -414,6 +414,34 @@ def child_main(argv: list[str]) -> int:
 # -- the parent -----------------------------------------------------------------------------------
 
 
+def spawn_publishers(
+    svc: bi.Services, root: str, sensors: int, gateways: int, start: int, seconds: int
+) -> list[bi.Child]:
+    """The city's PUBLISHERS publisher processes, each its share of the gateways, from ``start``
+    (Unix seconds) for ``seconds``."""
+    return [
+        svc.spawn(
+            "publish",
+            [
+                *(sys.executable, "-m", "bench.city", "publish"),
+                json.dumps(
+                    asdict(
+                        PublishSpec(
+                            svc.host, svc.port, root, sensors, gateways, k, PUBLISHERS, start,
+                            seconds,
+                        )
+                    )
+                ),
+            ],
+            svc.env,
+            pipe=True,
+        )
+        for k in range(PUBLISHERS)
+    ]  # fmt: skip
+
+
+
+
 @dataclass(frozen=True)
 class Timing:
     count: int
@@ -713,35 +741,9 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         _probe(svc, url, root, worker)
         log(f"publishing {rate:,.0f} readings/s for {publish_s} s")
         start = int(time.time()) + 3
-        publishers = [
-            svc.spawn(
-                "publish",
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.city",
-                    "publish",
-                    json.dumps(
-                        asdict(
-                            PublishSpec(
-                                svc.host,
-                                svc.port,
-                                root,
-                                config.sensors,
-                                config.gateways,
-                                k,
-                                PUBLISHERS,
-                                start,
-                                publish_s,
-                            )
-                        )
-                    ),
-                ],
-                svc.env,
-                pipe=True,
-            )
-            for k in range(PUBLISHERS)
-        ]
+        publishers = spawn_publishers(
+            svc, root, config.sensors, config.gateways, start, publish_s
+        )
         samples: list[Sample] = []
         stop_sampling = threading.Event()
 

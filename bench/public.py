@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,35 +233,7 @@ def run(log: Any = print) -> dict[str, Any]:
         worker = svc.worker(url, root, client_id)
         bc._probe(svc, url, root, worker)
         start = int(time.time()) + 3
-        publishers = [
-            svc.spawn(
-                "publish",
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.city",
-                    "publish",
-                    json.dumps(
-                        asdict(
-                            bc.PublishSpec(
-                                svc.host,
-                                svc.port,
-                                root,
-                                SENSORS,
-                                GATEWAYS,
-                                k,
-                                bc.PUBLISHERS,
-                                start,
-                                publish_s,
-                            )
-                        )
-                    ),
-                ],
-                svc.env,
-                pipe=True,
-            )
-            for k in range(bc.PUBLISHERS)
-        ]
+        publishers = bc.spawn_publishers(svc, root, SENSORS, GATEWAYS, start, publish_s)
         time.sleep(max(0.0, start - time.time()) + 8)  # the stream runs
         operator = Operator(base, viewer, districts[0])
         operator.thread.start()
