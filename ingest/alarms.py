@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], None]
 DEFAULT_PERIOD_S = 300.0
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What a load reads from the database."""
+
+    rule_ids: list[int]
+    series: list[tuple[int, str, str, str | None, str | None]]
+    state: list[tuple[Any, ...]]  # alert_state rows
+    watermarks: list[tuple[int, int]]
+    stale: list[str]  # sensors with an open stale alarm
 
 
 class Alarms:
@@ -73,10 +85,31 @@ class Alarms:
 
     _WATERMARKS = "SELECT series_id, (extract(epoch FROM ts) * 1000000)::bigint FROM latest_data"
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def reload(self, conn: psycopg.Connection[Any]) -> None:
+        """Load between transactions, each read a statement of its own, then build: the
+        worker's way at start and after a failure. Inside a batch's transaction, building the
+        state of 466,666 series left it idle for longer than the database allows
+        (``db_idle_in_transaction_s``), which ended the connection. Under READ COMMITTED every
+        statement reads its own snapshot anyway, so the transaction bought no consistency."""
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                saved = self._read(cur)
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+        self._build(saved)
+
     def load(self, cur: psycopg.Cursor[Any]) -> None:
-        """Rebuild everything from the database (at start, and after a failed transaction)."""
-        self.engine = Engine(self.rules)
-        self._names.clear()
+        """Rebuild everything from the database, inside the caller's transaction."""
+        self._build(self._read(cur))
+
+    def _read(self, cur: psycopg.Cursor[Any]) -> _Saved:
+        """Every read of a load, one after another (the Python work comes after them)."""
         keys = [r.key for r in self.rules]
         cur.execute(
             "INSERT INTO alert_rules (key) SELECT unnest(%s::text[]) ON CONFLICT (key) DO NOTHING",
@@ -88,16 +121,31 @@ class Alarms:
             ).fetchall()
         )
         rule_ids = [ids[k] for k in keys]
-        self._rule_ids = np.array(rule_ids, dtype=np.int32)
-        index = {rid: i for i, rid in enumerate(rule_ids)}
-        self._register(cur.execute(self._SERIES).fetchall())
-        saved = cur.execute(
-            "SELECT rule_id, series_id, active, run_start, last_ts, last_value FROM alert_state"
-            " WHERE rule_id = ANY(%s)",
-            (rule_ids,),
-        ).fetchall()
-        if saved:
-            rid, series, active, run_start, last_ts, last_value = zip(*saved, strict=True)
+        return _Saved(
+            rule_ids,
+            cur.execute(self._SERIES).fetchall(),
+            cur.execute(
+                "SELECT rule_id, series_id, active, run_start, last_ts, last_value"
+                " FROM alert_state WHERE rule_id = ANY(%s)",
+                (rule_ids,),
+            ).fetchall(),
+            cur.execute(self._WATERMARKS).fetchall(),
+            [
+                sensor
+                for (sensor,) in cur.execute(
+                    "SELECT sensor_id FROM alerts WHERE kind = 'stale' AND state <> 'closed'"
+                )
+            ],
+        )
+
+    def _build(self, saved: _Saved) -> None:
+        self.engine = Engine(self.rules)
+        self._names.clear()
+        self._rule_ids = np.array(saved.rule_ids, dtype=np.int32)
+        index = {rid: i for i, rid in enumerate(saved.rule_ids)}
+        self._register(saved.series)
+        if saved.state:
+            rid, series, active, run_start, last_ts, last_value = zip(*saved.state, strict=True)
             self.engine.restore_many(
                 np.array([index[r] for r in rid], dtype=np.intp),
                 np.array(series, dtype=np.intp),
@@ -106,10 +154,8 @@ class Alarms:
                 np.array(last_ts, dtype=np.int64),
                 np.array(last_value, dtype=np.float64),
             )
-        self._restore_watermarks(cur.execute(self._WATERMARKS).fetchall())
-        for (sensor,) in cur.execute(
-            "SELECT sensor_id FROM alerts WHERE kind = 'stale' AND state <> 'closed'"
-        ):
+        self._restore_watermarks(saved.watermarks)
+        for sensor in saved.stale:
             self.engine.restore_stale(sensor)
         self._saved_active = self.engine.active.copy()
         self._saved_run = self.engine.run_start.copy()

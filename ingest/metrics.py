@@ -7,7 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ingest.records import REASONS
 
 # Where the worker meets a database failure: opening a connection; a batch's COPY, merge or
-# commit; publishing alarm topics; the alarm tick; the hourly indices; retention and compression.
+# commit; loading alarm state and publishing alarm topics; the alarm tick; the hourly indices;
+# retention and compression.
 DB_STAGES = ("connect", "batch", "alarms", "tick", "indices", "maintenance")
 
 

@@ -169,7 +169,7 @@ class Worker:
                 result = commit(writer, batch, self.alarms)
                 self._unpublished |= result.alarms
                 self._flush_alarms(writer)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            except db.RETRYABLE as e:
                 self._db_failed("batch", e)
                 log.warning("batch not written (%s); retrying in %.1fs", e, delay)
                 writer.conn.close()
@@ -197,6 +197,19 @@ class Worker:
             self.metrics.alarm_changes.inc(len(self._unpublished))
             self._unpublished.clear()
 
+    def _load_alarms(self) -> None:
+        """The alarm state, read in a transaction of its own (see ``Alarms.reload``); on failure
+        the batch's transaction loads it as before."""
+        writer = self._open()
+        if writer is None:
+            return
+        try:
+            self.alarms.reload(writer.conn)
+        except db.RETRYABLE as e:
+            self._db_failed("alarms", e)
+            log.warning("alarm state not loaded: %s", e)
+            writer.conn.close()
+
     def _tick(self) -> None:
         """Stale sensors, expired shelving, settled flapping: judged even when no data comes."""
         writer = self._open()
@@ -209,7 +222,7 @@ class Worker:
                     notify(cur, alarms=len(touched))
                 self._unpublished |= touched
             self._flush_alarms(writer)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        except db.RETRYABLE as e:
             self._db_failed("tick", e)
             self.alarms.invalidate()
             log.warning("alarm tick skipped: %s", e)
@@ -228,7 +241,7 @@ class Worker:
                 self._unpublished |= result.alarms
                 self._flush_alarms(writer)
                 log.info("derived %d index readings", result.stored)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        except db.RETRYABLE as e:
             self._db_failed("indices", e)
             log.warning("indices skipped: %s", e)
             writer.conn.close()
@@ -243,7 +256,7 @@ class Worker:
             runs = maintenance.run(
                 writer.conn, tier.detect(writer.conn), retention(s), s.compress_after_days
             )
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        except db.RETRYABLE as e:
             self._db_failed("maintenance", e)
             log.warning("maintenance skipped: %s", e)
             writer.conn.close()
@@ -451,6 +464,8 @@ class Worker:
                     self.alarms.invalidate()
                 if got is None:
                     return
+                if not self.alarms.loaded:
+                    self._load_alarms()
                 self._run_due()
                 if got.messages:
                     pending = self._begin(got, stop)
@@ -592,7 +607,7 @@ class Worker:
         self._unpublished |= result.alarms
         try:
             self._flush_alarms(p.started.writer)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        except db.RETRYABLE as e:
             self._db_failed("alarms", e)
             log.warning("alarm topics not published yet: %s", e)  # kept for the next time
             p.started.writer.conn.close()

@@ -6,6 +6,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.errors
+
+# Errors that leave the connection gone or unusable: an outage, retried on a new connection, as
+# against data the database refused. The server ending a transaction left idle too long (25P03)
+# also closes the connection; psycopg raises that one as an InternalError.
+RETRYABLE: tuple[type[psycopg.Error], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
 
 
 def with_database(url: str, name: str) -> str:

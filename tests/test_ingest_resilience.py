@@ -209,3 +209,31 @@ def test_sigterm_drains_commits_and_exits(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_a_worker_knowing_a_city_of_series_loads_them_outside_its_transactions(
+    settings: Settings, database_url: str, publisher: Publisher
+) -> None:
+    """A restart with 200,000 series known: building their alarm state takes longer than the
+    database lets a transaction wait on its worker. Before the fix the load ran inside the first
+    batch's transaction, the server ended it, and the worker quarantined the batch or died."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO sensors (sensor_id, domain, district) SELECT 'BIG-' || g, 'traffic',"
+            " 'D' || g % 20 FROM generate_series(1, 50000) g"
+        )
+        conn.execute(
+            "INSERT INTO series (sensor_id, quantity) SELECT 'BIG-' || g, q"
+            " FROM generate_series(1, 50000) g, unnest(ARRAY['flow', 'speed', 'occupancy',"
+            " 'count']) q"
+        )
+    w = RunningWorker(settings.with_(db_idle_in_transaction_s=0.3)).start()
+    try:
+        messages = stream(settings.topic_root, 200, time.time() - 60)
+        publisher.publish_many(messages)
+        wait_for(lambda: count(database_url) == 200, timeout=60, what="the readings stored")
+        assert w.worker.failed is None and w.thread.is_alive()
+        assert scalar(database_url, "SELECT count(*) FROM quarantine") == 0
+        assert w.worker.alarms.loaded
+    finally:
+        w.stop()
