@@ -77,7 +77,7 @@ async def live(
                 continue
             if event is None:
                 break
-            yield ServerSentEvent(event=event[0], data=event[1])
+            yield ServerSentEvent(event=event[0], raw_data=event[1])
         yield ServerSentEvent(event="resync", data={"now": datetime.now(UTC).isoformat()})
     finally:
         hub.unsubscribe(sub)
