@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -48,11 +49,15 @@ _SQL = (
 async def latest_table(state: ApiState, where: list[str], params: list[Any]) -> Table:
     """The latest values as columns: a city's hundreds of thousands of series are worked out
     as arrays and written without a Python object per value (a dict per row took 24 s for
-    466,666 series)."""
+    466,666 series), in a thread, so that the event loop answers other requests meanwhile."""
     sql = _SQL + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY se.sensor_id, se.quantity"
     async with state.read_pool.connection() as conn:
         rows = await query_rows(conn, sql, params)
+    return await asyncio.to_thread(_table, state, rows)
+
+
+def _table(state: ApiState, rows: list[tuple[Any, ...]]) -> Table:
     now_us = int(datetime.now(UTC).timestamp() * 1e6)
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
     sensor, quantity, unit, ts, value, received, domain, district, lat, lon = columns
@@ -125,8 +130,8 @@ async def latest(
     async def build() -> tuple[bytes, str, dict[str, str]]:
         table = await latest_table(state, where, params)
         if format is Format.json:
-            return json_rows(table.columns), "application/json", {}
-        r = respond(table, format, "latest")
+            return await asyncio.to_thread(json_rows, table.columns), "application/json", {}
+        r = await asyncio.to_thread(respond, table, format, "latest")
         return bytes(r.body), MEDIA[format], headers_for(table, format, "latest")
 
     key = ("latest", format, tuple(sensors), domain, district, tuple(quantities), bbox, provisioned)

@@ -23,6 +23,7 @@ and sums are never carried: an empty bucket has none.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -333,6 +334,7 @@ _ROW_AGG = {
 # epoch is one NumPy addition.
 _PG_EPOCH_US = 946_684_800 * US  # 2000-01-01T00:00Z in Unix microseconds
 _TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
+ROWS_AT_ONCE = 20_000  # rows turned into Python between two turns of the event loop
 
 
 def sql_for(plan: Plan, bucket_function: str) -> str:
@@ -407,7 +409,13 @@ async def query_rows(
     async with conn.cursor(binary=True) as cur:
         cur.adapters.register_loader(_TIMESTAMPTZ_OID, Int8BinaryLoader)
         await cur.execute(query.encode(), params)
-        return await cur.fetchall()
+        # Turned into Python rows a slice at a time, the event loop serving other requests in
+        # between: all at once, a city's 510,000 latest rows held it for a second or more.
+        rows: list[tuple[Any, ...]] = []
+        while chunk := await cur.fetchmany(ROWS_AT_ONCE):
+            rows += chunk
+            await asyncio.sleep(0)
+        return rows
 
 
 def unix_us(pg_us: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:

@@ -1,12 +1,14 @@
 """Shared snapshots of answers too big to work out per request (`latest` for a whole city).
 
 A snapshot is the encoded answer of one request shape (route, filters, format) and when it was
-made. A request gets the snapshot while it is at most ``max_age_s`` old. An older one starts a
-rebuild, one per shape whatever the number of clients, and is still served while that rebuild
-runs, as long as it is younger than ``max_age_s`` plus twice the time the last build took; past
-that, the request waits for the rebuild. So clients polling a 466,666-series `latest` share one
-build every ``max_age_s`` instead of each paying seconds of CPU, and what they get is never older
-than about two builds.
+made. A request gets the snapshot while it is fresh: at most ``max_age_s`` old, or, for an answer
+that takes long to build, ``DUTY`` times its build time. An older one starts a rebuild, one per
+shape whatever the number of clients, and is still served while that rebuild runs, as long as it
+is younger than its fresh time plus twice the time the last build took; past that, the request
+waits for the rebuild. So clients polling a 510,000-series `latest` share one build instead of
+each paying seconds of CPU, and the builds take at most a third of the API's time: rebuilt back
+to back, a city's `latest` kept a core busy and the event loop answered every request seconds
+late.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Snapshot:
 
 
 Key = tuple[Hashable, ...]  # (route, what was asked...)
+DUTY = 3.0  # a snapshot stays fresh for at least this many times its build time
 Build = Callable[[], Awaitable[tuple[bytes, str, dict[str, str]]]]
 
 
@@ -56,17 +59,21 @@ class Snapshots:
         have = self._done.get(key)
         if have is not None:
             self._done.move_to_end(key)
-            age = self.age_s(have)
-            if age <= self.max_age_s:
+            age, fresh = self.age_s(have), self.fresh_s(have)
+            if age <= fresh:
                 return have
             task = self._rebuild(key, build)
-            if age <= self.max_age_s + 2 * have.took_s:
+            if age <= fresh + 2 * have.took_s:
                 return have  # stale while the rebuild runs
             return await asyncio.shield(task)
         return await asyncio.shield(self._rebuild(key, build))
 
     def age_s(self, snap: Snapshot) -> float:
         return self.clock() - snap.made
+
+    def fresh_s(self, snap: Snapshot) -> float:
+        """How long ``snap`` is served without a rebuild."""
+        return max(self.max_age_s, DUTY * snap.took_s)
 
     def _rebuild(self, key: Key, build: Build) -> asyncio.Task[Snapshot]:
         task = self._building.get(key)

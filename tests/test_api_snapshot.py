@@ -23,11 +23,12 @@ class City:
         self.release.set()
         self.builds: list[Key] = []
         self.fail = False
+        self.took = 0.5  # of the clock, every build
 
     async def build(self) -> tuple[bytes, str, dict[str, str]]:
         seen = self.value
         await self.release.wait()
-        self.now += 0.5  # every build takes half a second of the clock
+        self.now += self.took
         if self.fail:
             raise RuntimeError("database away")
         return str(seen).encode(), "text/plain", {"X-Value": str(seen)}
@@ -61,9 +62,9 @@ def test_fresh_then_stale_while_rebuilding_then_waits() -> None:
         snaps = city.snapshots(1.0)
         first = await snaps.get(KEY, city.build)  # made at 0.0, took 0.5: clock 0.5
         city.value = 2
-        city.now = 1.0  # age 1.0: still fresh
+        city.now = 1.5  # age 1.5: still fresh (max(1.0, 3 x 0.5))
         assert (await snaps.get(KEY, city.build)) is first and len(city.builds) == 1
-        city.now = 1.5  # age 1.5 <= 1.0 + 2 x 0.5: served stale, a rebuild starts
+        city.now = 2.0  # age 2.0 <= 1.5 + 2 x 0.5: served stale, a rebuild starts
         city.release.clear()
         assert (await snaps.get(KEY, city.build)) is first and len(city.builds) == 2
         city.release.set()
@@ -74,6 +75,24 @@ def test_fresh_then_stale_while_rebuilding_then_waits() -> None:
         city.value = 3
         city.now = new.made + 10  # long idle: far too old to serve, the request waits
         assert (await snaps.get(KEY, city.build)).body == b"3"
+
+    asyncio.run(run())
+
+
+def test_a_slow_build_is_rebuilt_at_most_a_third_of_the_time() -> None:
+    async def run() -> None:
+        city = City()
+        city.took = 2.0
+        snaps = city.snapshots(1.0)
+        first = await snaps.get(KEY, city.build)  # made at 0.0, took 2.0
+        city.value = 2
+        city.now = 5.9  # older than max_age_s, younger than 3 x 2.0: no rebuild
+        assert (await snaps.get(KEY, city.build)) is first and len(city.builds) == 1
+        city.now = 6.1
+        assert (await snaps.get(KEY, city.build)) is first and len(city.builds) == 2  # stale
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert (await snaps.get(KEY, city.build)).body == b"2"
 
     asyncio.run(run())
 
