@@ -15,11 +15,11 @@ about 0.15 readings/s per sensor: 15,000 readings/s at 100,000 sensors. Publishe
 (``python -m bench.city publish SPEC``) each own a share of the gateways and publish, every
 second, one SenML pack per gateway with the readings due that second (event time = that second),
 QoS 1, for ``--minutes``. Meanwhile a query process (``python -m bench.city query SPEC``) runs
-4 wall clients (latest for all, open alarms, district tiles, the live SSE stream), 4 panel
-clients (24-hour district panels, 7-day single series) and one analyst (24-hour raw CSV and
-Parquet exports of one district) against the API over HTTP. When the publishers are done and
-every reading is stored (the run fails when one is missing), the same queries run again on the
-same data with ingest idle: the ratio of their p95s is the figure.
+4 wall clients (latest for all, in JSON and in Parquet by turns; open alarms; district tiles;
+the live SSE stream), 4 panel clients (24-hour district panels, 7-day single series) and one
+analyst (24-hour raw CSV and Parquet exports of one district) against the API over HTTP. When
+the publishers are done and every reading is stored (the run fails when one is missing), the
+same queries run again on the same data with ingest idle: the ratio of their p95s is the figure.
 
 Ingest lag is per reading ``pg_xact_commit_timestamp(xmin) - ts``: commit time minus event
 time, and the publishers publish each second's packs at that second (their own lateness is
@@ -286,6 +286,8 @@ def _requests() -> dict[str, Callable[[int, list[str], str], tuple[str, dict[str
     """Query name -> (round, districts, sensor) -> (path, params)."""
     return {
         "latest_all": lambda i, d, s: ("/api/v1/latest", {}),
+        # the same in columns: what a client that wants every sensor would rather read
+        "latest_all_parquet": lambda i, d, s: ("/api/v1/latest", {"format": "parquet"}),
         "alarms_open": lambda i, d, s: ("/api/v1/alerts", {"state": "open"}),
         "district_tiles": lambda i, d, s: ("/api/v1/latest", {"district": d[i % len(d)]}),
         "panel_24h": lambda i, d, s: (
@@ -316,7 +318,7 @@ def _requests() -> dict[str, Callable[[int, list[str], str], tuple[str, dict[str
 
 # The clients: (name, the queries it runs in turn); the wall's fourth is the SSE stream.
 CLIENTS = (
-    ("wall-latest", ("latest_all",)),
+    ("wall-latest", ("latest_all", "latest_all_parquet")),
     ("wall-alarms", ("alarms_open",)),
     ("wall-tiles", ("district_tiles",)),
     ("panel-1", ("panel_24h",)),
@@ -343,13 +345,18 @@ async def _client_loop(
         path, params = reqs[name](i, spec.districts, spec.sensor)
         t0 = time.perf_counter()
         size = 0
-        async with client.stream("GET", path, params=params) as r:
-            async for chunk in r.aiter_bytes():
-                size += len(chunk)
-            if r.status_code != 200:
-                errors.append(f"{name}: HTTP {r.status_code}")
-        out.setdefault(name, []).append(time.perf_counter() - t0)
-        sizes[name] = max(sizes.get(name, 0), size)
+        try:
+            async with client.stream("GET", path, params=params) as r:
+                async for chunk in r.aiter_bytes():
+                    size += len(chunk)
+                if r.status_code != 200:
+                    errors.append(f"{name}: HTTP {r.status_code}")
+        except httpx.TransportError as e:
+            # Reported with the figures, as a wall would see it, and asked again next round.
+            errors.append(f"{name}: {type(e).__name__} after {time.perf_counter() - t0:.1f} s")
+        else:
+            out.setdefault(name, []).append(time.perf_counter() - t0)
+            sizes[name] = max(sizes.get(name, 0), size)
         i += 1
         await asyncio.sleep(spec.pause_s)
 
@@ -539,16 +546,17 @@ class Result:
                 continue
             ratio = t.p95_ms / idle.p95_ms
             out.append((f"{name}: p95 under ingest / idle", "<= 2x", f"{ratio:.2f}x", ratio <= 2.0))
-        latest = self.under_load.get("latest_all")
-        if latest is not None and latest.count:
-            out.append(
-                (
-                    f"latest for all {self.sensors:,} sensors, p95 under load",
-                    "< 250 ms",
-                    f"{latest.p95_ms:.0f} ms",
-                    latest.p95_ms < AIM_LATEST_MS,
+        for name, how in (("latest_all", ""), ("latest_all_parquet", ", as Parquet")):
+            latest = self.under_load.get(name)
+            if latest is not None and latest.count:
+                out.append(
+                    (
+                        f"latest for all {self.sensors:,} sensors{how}, p95 under load",
+                        "< 250 ms",
+                        f"{latest.p95_ms:.0f} ms",
+                        latest.p95_ms < AIM_LATEST_MS,
+                    )
                 )
-            )
         panel = self.under_load.get("panel_24h")
         if panel is not None and panel.count:
             out.append(

@@ -872,13 +872,29 @@ class Services:
         return postgresql, mosquitto
 
 
+def _keep_logs(work: Path, log: Callable[[str], None]) -> Callable[..., bool]:
+    """An exit callback: after a failed run, a copy of every process's log in a directory of its
+    own (the run's is removed), so that the failure can be looked into."""
+
+    def keep(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is not None:
+            dest = Path(tempfile.mkdtemp(prefix="pusat-bench-failed-"))
+            for f in work.glob("*.log"):
+                shutil.copy2(f, dest)
+            log(f"the run failed: its logs are kept in {dest}")
+        return False
+
+    return keep
+
+
 @contextmanager
 def services(log: Callable[[str], None]) -> Iterator[Services]:
     """A durable PostgreSQL with commit timestamps and a Mosquitto, in a temp dir; stopped and
-    removed on exit, also on failure."""
+    removed on exit, also on failure (their logs are then kept elsewhere, and named)."""
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="pusat-bench-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
+        stack.push(_keep_logs(work, log))  # runs before the removal
         code = snapshot_code(work / "code")
         env = _clean_env(work / "code")
         # Compile processing's kernels into the snapshot's numba cache once, as a first run

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,16 @@ def city(tmp_path: Path) -> Iterator[tuple[hosts.Hosts, rabbitmq.Cluster, pgnode
                     pgnode.remove(node)
 
 
+def _queues(cluster: rabbitmq.Cluster) -> str:
+    """The partition queues as the first node sees them (leader, members online, consumers)."""
+    try:
+        return cluster.nodes[0].ctl(
+            "list_queues", "name", "leader", "online", "messages", "consumers", timeout=20
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return f"no queue list: {e}"
+
+
 def all_served_after(url: str, ts: float) -> bool:
     """Every gateway has a reading stored with an event time after ``ts``."""
     n = scalar(
@@ -84,12 +95,15 @@ def all_served_after(url: str, ts: float) -> bool:
     return int(n) == GATEWAYS
 
 
-def failover(url: str, gateway: Gateway, t0: float, n: int, cut: float) -> float:
+def failover(url: str, gateway: Gateway, t0: float, n: int, cut: float, bound: float) -> float:
     """Seconds from ``cut`` until every gateway's readings published after it are stored."""
     ts = t0 + (gateway.sent + GATEWAYS) * spacing(n)  # a round of all gateways after the cut
-    # waited for longer than the aim, so that a miss still says by how much
+    # waited for longer than the bound, so that a miss still says by how much
     wait_for(
-        lambda: all_served_after(url, ts), timeout=60, interval=0.1, what="every gateway served"
+        lambda: all_served_after(url, ts),
+        timeout=bound + 60,
+        interval=0.1,
+        what="every gateway served",
     )
     took = time.monotonic() - cut
     print(f"served again after {took:.2f} s")
@@ -147,13 +161,14 @@ def test_hosts_cut_off_lose_nothing_and_are_served_again_within_seconds(
 
         h.cut("w2")
         print(f"w2 cut at {time.strftime('%H:%M:%S')}")
-        worker_cut = failover(url, gateway, t0, n, time.monotonic())
+        worker_cut = failover(url, gateway, t0, n, time.monotonic(), FAILOVER_S)
 
         wait_for(lambda: stored(url) >= n, timeout=60, what="half of the stream")
         time.sleep(3)  # the first failover settled (rebalancing done) before the second cut
         h.cut("b3")
         print(f"b3 cut at {time.strftime('%H:%M:%S')}")
-        node_cut = failover(url, gateway, t0, n, time.monotonic())
+        node_cut = failover(url, gateway, t0, n, time.monotonic(), NODE_FAILOVER_S)
+        stalled_at = gateway.sent
 
         publishing.join(120)
         assert not publishing.is_alive(), "the gateway could not publish everything"
@@ -169,6 +184,14 @@ def test_hosts_cut_off_lose_nothing_and_are_served_again_within_seconds(
         wait_for(lambda: stored(replica_url) == 2 * n, timeout=30, what="the replica caught up")
         print(f"worker host cut: served again in {worker_cut:.2f} s;")
         print(f"broker node cut: served again in {node_cut:.2f} s")
+        if node_cut >= FAILOVER_S:
+            # Within its bound but slow: say so in the run's summary, with where the queues'
+            # leaders are and how far the gateway had got, to find out what it waited on.
+            warnings.warn(
+                f"a broker node's loss took {node_cut:.1f} s (gateway stalled at message"
+                f" {stalled_at} of {2 * n}):\n{_queues(cluster)}",
+                stacklevel=1,
+            )
         assert worker_cut < FAILOVER_S
         assert node_cut < NODE_FAILOVER_S
     except BaseException:
@@ -176,11 +199,7 @@ def test_hosts_cut_off_lose_nothing_and_are_served_again_within_seconds(
             print(f"--- {w}\n" + (tmp_path / f"{w}.log").read_text()[-4000:])
         if gateway is not None:
             print(f"--- gateway: sent {gateway.sent}")
-        try:
-            print(cluster.nodes[0].ctl("list_queues", "name", "leader", "online", "messages",
-                                       "consumers", timeout=20))  # fmt: skip
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            print(f"no queue list: {e}")
+        print(_queues(cluster))
         raise
     finally:
         if gateway is not None:
