@@ -28,6 +28,7 @@ from api import (
     wall,
 )
 from api.auth import TokenCache
+from api.builder import Builder
 from api.city import router as city_router
 from api.hub import Hub
 from api.metrics import ApiMetrics
@@ -145,12 +146,14 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
                 settings.api_latest_snapshot_s,
                 lambda key: metrics.snapshot_builds.labels(str(key[0])).inc(),
             ),
+            builder=Builder(),
         )
         hub.start()
         try:
             yield
         finally:
             await hub.stop()
+            app.state.pusat.builder.close()
             await pool.close()
             if read_pool is not pool:
                 await read_pool.close()

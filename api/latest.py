@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
+import psycopg
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
@@ -15,9 +16,10 @@ from api.auth import Viewer
 from api.errors import responses
 from api.params import csv_list
 from api.sensors import filters
-from api.series import query_rows, unix_us
+from api.series import rows_of, unix_us
 from api.state import ApiState, get_state
 from api.tables import MEDIA, Column, Format, Table, headers_for, json_rows, respond
+from processing.catalogue import Catalogue
 
 router = APIRouter(prefix="/api/v1", tags=["latest"])
 
@@ -46,24 +48,44 @@ _SQL = (
 )
 
 
-async def latest_table(state: ApiState, where: list[str], params: list[Any]) -> Table:
-    """The latest values as columns: a city's hundreds of thousands of series are worked out
-    as arrays and written without a Python object per value (a dict per row took 24 s for
-    466,666 series), in a thread, so that the event loop answers other requests meanwhile."""
-    sql = _SQL + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY se.sensor_id, se.quantity"
-    async with state.read_pool.connection() as conn:
-        rows = await query_rows(conn, sql, params)
-    return await asyncio.to_thread(_table, state, rows)
+@dataclass(frozen=True)
+class LatestQuery:
+    """What the build process needs to answer a `latest` request."""
+
+    url: str
+    timeout_ms: int
+    sql: str
+    params: list[Any]
+    catalogue: Catalogue
+    format: Format
 
 
-def _table(state: ApiState, rows: list[tuple[Any, ...]]) -> Table:
+def build_latest(q: LatestQuery) -> tuple[bytes, str, dict[str, str]]:
+    """The encoded answer, worked out in the API's build process (api.builder): the latest
+    values as columns, written without a Python object per value (a dict per row took 24 s for
+    466,666 series)."""
+    with psycopg.connect(
+        q.url,
+        autocommit=True,
+        application_name="pusat-api-build",
+        options=f"-c statement_timeout={q.timeout_ms}",
+        connect_timeout=5,
+    ) as conn:
+        rows = rows_of(conn, q.sql, q.params)
+    table = _table(q.catalogue, rows)
+    if q.format is Format.json:
+        return json_rows(table.columns), "application/json", {}
+    r = respond(table, q.format, "latest")
+    return bytes(r.body), MEDIA[q.format], headers_for(table, q.format, "latest")
+
+
+def _table(catalogue: Catalogue, rows: list[tuple[Any, ...]]) -> Table:
     now_us = int(datetime.now(UTC).timestamp() * 1e6)
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
     sensor, quantity, unit, ts, value, received, domain, district, lat, lon = columns
     ts_us = unix_us(np.array(ts, dtype=np.float64))
     received_us = unix_us(np.array(received, dtype=np.float64))
-    periods = {q: freshness.period_s(state.catalogue, q) for q in set(quantity)}
+    periods = {q: freshness.period_s(catalogue, q) for q in set(quantity)}
     period = np.array([periods[q] for q in quantity], dtype=np.float64)
     age = (now_us - ts_us) / 1e6
     return Table(
@@ -127,12 +149,19 @@ async def latest(
         where.append("se.quantity = ANY(%s)")
         params.append(quantities)
 
+    sql = _SQL + (" WHERE " + " AND ".join(where) if where else "")
+    settings = state.settings
+    query = LatestQuery(
+        settings.read_database_url or settings.database_url or "",
+        int(settings.api_query_timeout_s * 1000),
+        sql + " ORDER BY se.sensor_id, se.quantity",
+        params,
+        state.catalogue,
+        format,
+    )
+
     async def build() -> tuple[bytes, str, dict[str, str]]:
-        table = await latest_table(state, where, params)
-        if format is Format.json:
-            return await asyncio.to_thread(json_rows, table.columns), "application/json", {}
-        r = await asyncio.to_thread(respond, table, format, "latest")
-        return bytes(r.body), MEDIA[format], headers_for(table, format, "latest")
+        return await state.builder.run(build_latest, query)
 
     key = ("latest", format, tuple(sensors), domain, district, tuple(quantities), bbox, provisioned)
     return await snapshot.answer(state.snapshots, key, build)

@@ -418,6 +418,16 @@ async def query_rows(
         return rows
 
 
+def rows_of(
+    conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any] | Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """``query_rows`` on a connection that blocks (for work done away from the event loop)."""
+    with conn.cursor(binary=True) as cur:
+        cur.adapters.register_loader(_TIMESTAMPTZ_OID, Int8BinaryLoader)
+        cur.execute(query.encode(), params)
+        return cur.fetchall()
+
+
 def unix_us(pg_us: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """Times as ``query_rows`` reads them, in Unix microseconds (a float64 holds them exactly
     for 285 years either side of 2000)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
+from api.builder import Builder
 from api.metrics import ApiMetrics
 from api.snapshot import Snapshots
 from processing.catalogue import Catalogue
@@ -35,6 +36,7 @@ class ApiState:
     tokens: TokenCache
     hub: Hub
     snapshots: Snapshots
+    builder: Builder
     _tier: tiers.Tier | None = field(default=None, repr=False)
     _tier_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

@@ -1,0 +1,45 @@
+"""A process of the API's own for answers too big to work out beside the event loop.
+
+A city's `latest` is 510,000 rows: reading them into Python, working out ages and encoding
+141 MB of JSON takes seconds of CPU. In a thread of the API process it still held the GIL in
+long C calls (one ``orjson.dumps`` or ``bytes.join`` of millions of pieces), and every other
+request waited, some long enough for uvicorn to close their kept-alive connections. Here the
+build runs in one spawned process with a database connection of its own, and the API receives
+the encoded bytes. The process starts at the first build and is replaced if it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Builder:
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the build process (both must pickle: a module-level function)."""
+        if self._pool is None:
+            # spawn, not fork: the API process has threads (the event loop's, the pools')
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            # Killed (out of memory, say): this build fails, the next one gets a new process.
+            if self._pool is pool:
+                self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
