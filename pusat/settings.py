@@ -193,7 +193,7 @@ class Settings(BaseSettings):
         1.0,
         ge=0,
         description="clients asking the same `latest` share one snapshot this many seconds old"
-        " at most (0: worked out per request)",
+        " at most, or three times its build time if longer (0: worked out per request)",
     )
     api_token_cache_s: float = Field(
         10.0, ge=0, description="how long a checked API token is trusted before a re-check"
