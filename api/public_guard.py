@@ -205,8 +205,11 @@ def _query_key(raw: bytes) -> str:
 
 
 def _common(answer: Answer) -> list[tuple[bytes, bytes]]:
-    age = max(0, math.floor(answer.expires - time.monotonic()))
-    control = f"public, max-age={age}" if age else "no-cache"
+    # Rounded up: an answer in its last second still says max-age=1, not no-cache, so that a
+    # proxy in front keeps it (one more request when it expires) instead of passing every
+    # request on until the next answer is made.
+    left = answer.expires - time.monotonic()
+    control = f"public, max-age={math.ceil(left)}" if left > 0 else "no-cache"
     return [(b"etag", answer.etag), (b"cache-control", control.encode())]
 
 
