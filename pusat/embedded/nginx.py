@@ -90,9 +90,11 @@ def start_nginx(
     burst: int = 60,
     port: int | None = None,
     workers: int = 1,
+    priority: int = 0,
 ) -> Nginx:
     """nginx on 127.0.0.1:`port` (a free one when None) with the recipe in front of
-    `upstream` (host:port of a ``pusat api``). RuntimeError without nginx or if it fails."""
+    `upstream` (host:port of a ``pusat api``), its `workers` at nice `priority`.
+    RuntimeError without nginx or if it fails."""
     exe = binary()
     if exe is None:
         raise RuntimeError("no nginx binary found (apt-get install nginx)")
@@ -113,6 +115,7 @@ def start_nginx(
     main = [
         "daemon off;",
         f"worker_processes {workers};",
+        f"worker_priority {priority};",
         f"pid {work_dir / 'nginx.pid'};",
         f"error_log {work_dir / 'error.log'} warn;",
         # Otherwise a root master runs its workers as nobody, who cannot enter work_dir.
