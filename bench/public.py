@@ -389,7 +389,7 @@ def markdown(r: dict[str, Any], command: str) -> str:
         f" after): one `pusat api` and one `pusat ingest` on a durable PostgreSQL and Mosquitto,"
         f" {c.sensors:,} sensors publishing {r['readings_per_s']:,.0f} readings/s in real time"
         " throughout; an operator client asks that `pusat api` directly for `/api/v1/latest` of"
-        " a district and `/api/v1/alerts`, back to back; Debian's `wrk` ({WRK_THREADS} threads,"
+        f" a district and `/api/v1/alerts`, back to back; Debian's `wrk` ({WRK_THREADS} threads,"
         f" {c.connections} connections, paced to about {c.rate:,} a second) sends anonymous"
         f" `GET /city?lang=en` for {c.phase_s:.0f} s per phase, all on the same {_cpus()} CPUs."
         " Default public settings (20 requests/s and a burst of 60 per address, 15 s cache) in"

@@ -39,5 +39,6 @@ def test_quick_public_bench_runs_every_phase() -> None:
     for p in phases[5:]:  # nginx's cache: a request or two per cache period reach the API
         assert p.non_2xx == 0 and p.reached_api is not None and p.reached_api <= 5, p.name
     text = public.markdown(r, "test")
+    assert "{" not in text  # every placeholder filled in
     assert all(f"| {name} |" in text for name in public.PHASES)
     assert text.count(" met |") == len(phases) - 1
