@@ -213,15 +213,18 @@ def _api(svc: bi.Services, url: str, port: int, *, lifted: bool = False, nice: i
     return svc.spawn("pusat-api", [*argv, "--log-level", "WARNING"], environment, pipe=False)
 
 
-def _public_answered(base: str) -> int:
-    """GET /city requests the API at ``base`` has answered (its own counter)."""
+def requests_answered(base: str, route: str, status: str | None = None) -> int:
+    """Requests the API at ``base`` has answered on ``route`` (with ``status``), by its own
+    counter (pusat_api_requests_total)."""
     text = httpx.get(f"{base}/metrics", timeout=30).text
     return sum(
         int(sample.value)
         for family in text_string_to_metric_families(text)
         if family.name == "pusat_api_requests"
         for sample in family.samples
-        if sample.name == "pusat_api_requests_total" and sample.labels["route"] == "/city"
+        if sample.name == "pusat_api_requests_total"
+        and sample.labels["route"] == route
+        and status in (None, sample.labels["status"])
     )
 
 
@@ -339,7 +342,7 @@ def run(config: Config = Config(), log: Any = print) -> dict[str, Any]:
             if i > 0:
                 httpx.get(target, timeout=30)  # the first answer fills the cache
             log(f"phase {phase.name}: {config.phase_s:.0f} s")
-            answered = _public_answered(base)
+            answered = requests_answered(base, "/city")
             phase.start = time.time()
             if i == 0:
                 time.sleep(config.phase_s)
@@ -348,7 +351,7 @@ def run(config: Config = Config(), log: Any = print) -> dict[str, Any]:
                     target, config.phase_s, script, config.connections
                 )
             phase.end = time.time()
-            phase.reached_api = _public_answered(base) - answered
+            phase.reached_api = requests_answered(base, "/city") - answered
             phase.operator_ms = operator.between(phase.start, phase.end)
             phase.operator_errors = sum(1 for t in operator.errors if phase.start <= t < phase.end)
         if proxy is not None:

@@ -33,7 +33,8 @@ def test_quick_public_bench_runs_every_phase() -> None:
     assert limited.non_2xx and limited.non_2xx > limited.public_requests // 2  # 429s
     # The API answered every request wrk counted (and those wrk left unfinished at its end).
     assert cached.non_2xx == 0 and cached.reached_api is not None
-    assert cached.public_requests <= cached.reached_api <= cached.public_requests + config.connections
+    unfinished = cached.reached_api - (cached.public_requests or 0)
+    assert 0 <= unfinished <= config.connections
     for p in phases[3:5]:  # a second process answers the public
         assert p.non_2xx == 0 and p.reached_api == 0, p.name
     for p in phases[5:]:  # nginx's cache: a request or two per cache period reach the API

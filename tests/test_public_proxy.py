@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.server import ServerThread
+from bench.public import requests_answered
 from pusat.embedded import nginx
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
@@ -35,26 +35,20 @@ def front(
     city_town.build(s.database_url)
     api = ServerThread(s).start()
     try:
-        with nginx.start_nginx(
+        proxy = nginx.start_nginx(
             work / "nginx", f"{s.api_host}:{s.api_port}", rate=rate, burst=burst
-        ) as proxy:
+        )
+        try:
             yield api, proxy
+        finally:
+            proxy.stop()
     finally:
         api.stop()
 
 
 def reached(api: ServerThread, route: str, status: str = "200") -> int:
     """Requests the API answered on ``route`` with ``status`` (its own counter)."""
-    text = httpx.get(f"{api.url}/metrics", timeout=30).text
-    return sum(
-        int(sample.value)
-        for family in text_string_to_metric_families(text)
-        if family.name == "pusat_api_requests"
-        for sample in family.samples
-        if sample.name == "pusat_api_requests_total"
-        and sample.labels["route"] == route
-        and sample.labels["status"] == status
-    )
+    return requests_answered(api.url, route, status)
 
 
 def test_public_answers_come_from_nginx_and_the_operators_pass_through(

@@ -16,8 +16,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pusat.embedded.ports import LOOPBACK, free_port
 
@@ -69,17 +67,6 @@ class Nginx:
 
     def log(self) -> str:
         return _tail(self.work_dir / "error.log")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_nginx(
