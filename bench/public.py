@@ -1,9 +1,9 @@
 """The public burst benchmark (issue 15): does a flood of anonymous requests to /city leave the
 operators' API and ingest unaffected? And Lighthouse's scores of the page.
 
-``python -m bench.public [--write-results] [--quick]`` needs Debian's ``wrk`` and ``nginx``;
-Lighthouse from npm (``npm i -E lighthouse@12.2.3`` in ~/.cache/pusat/lighthouse) adds its
-scores. It starts its own durable PostgreSQL and Mosquitto (the ingest benchmark's
+``python -m bench.public [--write-results] [--quick] [--equal-client]`` needs Debian's ``wrk``
+and ``nginx``; Lighthouse from npm (``npm i -E lighthouse@12.2.3`` in ~/.cache/pusat/lighthouse)
+adds its scores. It starts its own durable PostgreSQL and Mosquitto (the ingest benchmark's
 ``Services``), ``pusat api`` and one ``pusat ingest`` as child processes, provisions a small
 city (bench.city's generator) and publishes its readings in real time throughout. An operator
 client (a viewer token) asks ``/api/v1/latest`` of one district and ``/api/v1/alerts`` of that
@@ -24,16 +24,20 @@ anonymous ``GET /city`` a second:
 Per phase: the public requests a second wrk reached and their status, how many of them reached
 the operators' API (its own request counter), the operators' p50/p95 and their ratio to idle,
 and ingest lag (commit time minus event time) p50/p99 of the readings of that phase, against
-the aim: operators' p95 and ingest lag p99 within AIM times their idle values. Everything
-shares the machine's cores with the load generator, as it would on one small server.
+the aim: operators' p95 and ingest lag p99 within AIM times their idle values; and the CPU
+seconds wrk, the operators' API and what else serves the public used. Everything shares the
+machine's cores with the load generator; wrk, which stands for clients on other machines, runs
+at nice 19 (``--equal-client``: at the server's own priority, as the first measurements did).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -69,6 +73,9 @@ class Config:
     rate: int = 2_000  # the public requests a second wrk is paced to
     connections: int = 64
     lighthouse: bool = True
+    # wrk stands for clients on other machines: at this CPU priority it takes what the server
+    # leaves (0: an equal share)
+    client_nice: int = 19
 
 
 QUICK = Config(sensors=200, gateways=4, phase_s=4.0, rate=200, connections=8, lighthouse=False)
@@ -92,6 +99,7 @@ class Phase:
     lag_ms: tuple[float, float] | None = None
     operator_errors: int = 0
     reached_api: int | None = None  # public requests the operators' API answered
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds in the phase, by whom
 
     def p(self, q: float) -> float:
         xs = sorted(self.operator_ms)
@@ -107,15 +115,18 @@ class Phase:
         return p95 <= AIM and lag <= AIM
 
 
-def _wrk(url: str, seconds: float, script: Path, connections: int) -> tuple[float, int, int]:
+def _wrk(url: str, seconds: float, script: Path, config: Config) -> tuple[float, int, int, float]:
+    """Requests a second, requests, not 2xx or 3xx, and wrk's CPU seconds."""
     exe = shutil.which("wrk")
     if exe is None:
         raise bi.BenchError("wrk is not installed (apt-get install wrk)")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
+            *(["nice", "-n", str(config.client_nice)] if config.client_nice else []),
             exe,
             f"-t{WRK_THREADS}",
-            f"-c{connections}",
+            f"-c{config.connections}",
             f"-d{seconds:.0f}s",
             "-s",
             str(script),
@@ -130,7 +141,24 @@ def _wrk(url: str, seconds: float, script: Path, connections: int) -> tuple[floa
     non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if rps is None or total is None:
         raise bi.BenchError(f"cannot read wrk's output:\n{out}")
-    return float(rps.group(1)), int(total.group(1)), int(non.group(1)) if non else 0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return float(rps.group(1)), int(total.group(1)), int(non.group(1)) if non else 0, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) that ``pid`` and its children that still run (nginx's
+    workers) have used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 LIGHTHOUSE = Path(
@@ -343,14 +371,22 @@ def run(config: Config = Config(), log: Any = print) -> dict[str, Any]:
                 httpx.get(target, timeout=30)  # the first answer fills the cache
             log(f"phase {phase.name}: {config.phase_s:.0f} s")
             answered = requests_answered(base, "/city")
+            servers = {"operators' API": api.proc.pid}
+            if public_api is not None:
+                servers["second API"] = public_api.proc.pid
+            if proxy is not None:
+                servers["nginx"] = proxy.process.pid
+            cpu = {k: cpu_seconds(pid) for k, pid in servers.items()}
             phase.start = time.time()
             if i == 0:
                 time.sleep(config.phase_s)
             else:
-                phase.public_rps, phase.public_requests, phase.non_2xx = _wrk(
-                    target, config.phase_s, script, config.connections
+                phase.public_rps, phase.public_requests, phase.non_2xx, wrk_cpu = _wrk(
+                    target, config.phase_s, script, config
                 )
+                phase.cpu_s["wrk"] = wrk_cpu
             phase.end = time.time()
+            phase.cpu_s |= {k: cpu_seconds(pid) - cpu[k] for k, pid in servers.items()}
             phase.reached_api = requests_answered(base, "/city") - answered
             phase.operator_ms = operator.between(phase.start, phase.end)
             phase.operator_errors = sum(1 for t in operator.errors if phase.start <= t < phase.end)
@@ -393,7 +429,9 @@ def markdown(r: dict[str, Any], command: str) -> str:
         f" {c.sensors:,} sensors publishing {r['readings_per_s']:,.0f} readings/s in real time"
         " throughout; an operator client asks that `pusat api` directly for `/api/v1/latest` of"
         f" a district and `/api/v1/alerts`, back to back; Debian's `wrk` ({WRK_THREADS} threads,"
-        f" {c.connections} connections, paced to about {c.rate:,} a second) sends anonymous"
+        f" {c.connections} connections, paced to about {c.rate:,} a second, at nice"
+        f" {c.client_nice}: it stands for clients on other machines, so it takes the CPU the"
+        " server leaves rather than an equal share) sends anonymous"
         f" `GET /city?lang=en` for {c.phase_s:.0f} s per phase, all on the same {_cpus()} CPUs."
         " Default public settings (20 requests/s and a burst of 60 per address, 15 s cache) in"
         " the first flood: wrk's one address is limited. Then the limit is lifted, standing for"
@@ -432,7 +470,20 @@ def markdown(r: dict[str, Any], command: str) -> str:
         "",
         f"The aim is met in: {'; '.join(met) or 'no phase'}. Not met in:"
         f" {'; '.join(unmet) or 'no phase'}.",
+        "",
+        f"Where the CPU went in each phase (CPU seconds in its {c.phase_s:.0f} s; the machine"
+        f" has {_cpus() * c.phase_s:.0f}): the load generator, the operators' `pusat api`,"
+        " and what else served the public (the second `pusat api`, nginx's master and"
+        " workers). Ingest, PostgreSQL, Mosquitto and the publishers are not counted here.",
+        "",
+        "| phase | wrk | operators' API | second API | nginx |",
+        "|---|--:|--:|--:|--:|",
     ]
+    for p in r["phases"]:
+        cells = [p.cpu_s.get(k) for k in ("wrk", "operators' API", "second API", "nginx")]
+        lines.append(
+            f"| {p.name} | " + " | ".join("-" if x is None else f"{x:.1f}" for x in cells) + " |"
+        )
     lines += ["", "### Lighthouse on /city", ""]
     lh = r["lighthouse"]
     if not any(lh.values()):
@@ -469,13 +520,19 @@ def _cpus() -> int:
 
 
 def main(argv: list[str]) -> int:
-    flags = [f for f in ("--quick", "--write-results") if f in argv]
+    flags = [f for f in ("--quick", "--equal-client", "--write-results") if f in argv]
     unknown = [a for a in argv if a not in flags]
     if unknown:
-        print(f"usage: python -m bench.public [--quick] [--write-results]; not {unknown}")
+        print(
+            "usage: python -m bench.public [--quick] [--equal-client] [--write-results];"
+            f" not {unknown}"
+        )
         return 2
     command = " ".join(["python -m bench.public", *flags])
-    r = run(QUICK if "--quick" in argv else Config())
+    config = QUICK if "--quick" in argv else Config()
+    if "--equal-client" in argv:  # wrk at the server's own priority
+        config = dataclasses.replace(config, client_nice=0)
+    r = run(config)
     text = markdown(r, command)
     print(text)
     if "--write-results" in argv:

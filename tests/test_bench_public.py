@@ -29,6 +29,9 @@ def test_quick_public_bench_runs_every_phase() -> None:
         assert p.lag_ms is not None and p.lag_ms[1] > 0, p.name
     for p in phases[1:]:
         assert p.public_requests and p.public_requests > 0, p.name
+        assert p.cpu_s["wrk"] > 0 and "operators' API" in p.cpu_s, p.name
+    assert all(p.cpu_s["second API"] > 0 for p in phases[3:5])
+    assert all(p.cpu_s["nginx"] > 0 and "second API" not in p.cpu_s for p in phases[5:])
     limited, cached = phases[1], phases[2]
     assert limited.non_2xx and limited.non_2xx > limited.public_requests // 2  # 429s
     # The API answered every request wrk counted (and those wrk left unfinished at its end).
