@@ -7,10 +7,11 @@ adds its scores. It starts its own durable PostgreSQL and Mosquitto (the ingest 
 ``Services``), ``pusat api`` and one ``pusat ingest`` as child processes, provisions a small
 city (bench.city's generator) and publishes its readings in real time throughout. An operator
 client (a viewer token) asks ``/api/v1/latest`` of one district and ``/api/v1/alerts`` of that
-API back to back the whole time. Phases of equal length, ``wrk`` paced to about 2,000
-anonymous ``GET /city`` a second:
+API back to back the whole time. Windows of equal length, an idle one (no public traffic)
+before each flood and after the last, each flood ``wrk`` paced to about 2,000 anonymous
+``GET /city`` a second:
 
-1. idle: no public traffic (the baseline);
+1. (the first idle window);
 2. one address floods: the rate limit answers almost all with 429;
 3. the API restarted with the rate limit lifted (as when the flood comes from thousands of
    addresses, each under its limit): every request is served from the server cache;
@@ -24,7 +25,8 @@ anonymous ``GET /city`` a second:
 Per phase: the public requests a second wrk reached and their status, how many of them reached
 the operators' API (its own request counter), the operators' p50/p95 and their ratio to idle,
 and ingest lag (commit time minus event time) p50/p99 of the readings of that phase, against
-the aim: operators' p95 and ingest lag p99 within AIM times their idle values; and the CPU
+the aim: operators' p95 and ingest lag p99 within AIM times those of the idle windows before and
+after it (their mean, so that drift over the run is not taken for the flood's doing); and the CPU
 seconds wrk, the operators' API and what else serves the public used. Everything shares the
 machine's cores with the load generator; wrk, which stands for clients on other machines, runs
 at nice 19 (``--equal-client``: at the server's own priority, as the first measurements did).
@@ -105,13 +107,29 @@ class Phase:
         xs = sorted(self.operator_ms)
         return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
-    def ratios(self, idle: Phase) -> tuple[float, float, float]:
-        """Operators' p50 and p95 and ingest lag p99, each against idle."""
-        lag, idle_lag = self.lag_ms or (math.nan,) * 2, idle.lag_ms or (math.nan,) * 2
-        return self.p(0.5) / idle.p(0.5), self.p(0.95) / idle.p(0.95), lag[1] / idle_lag[1]
+    around: tuple[Phase, Phase] | None = None  # a flood's idle windows before and after it
 
-    def meets_aim(self, idle: Phase) -> bool:
-        _, p95, lag = self.ratios(idle)
+    @property
+    def flood(self) -> bool:
+        return self.around is not None
+
+    def lag99(self) -> float:
+        return self.lag_ms[1] if self.lag_ms else math.nan
+
+    def ratios(self) -> tuple[float, float, float]:
+        """A flood's operators' p50 and p95 and ingest lag p99, each against the mean of the
+        idle windows around it (so that drift over the run is not taken for the flood's
+        doing)."""
+        assert self.around is not None
+        a, b = self.around
+        return (
+            self.p(0.5) / ((a.p(0.5) + b.p(0.5)) / 2),
+            self.p(0.95) / ((a.p(0.95) + b.p(0.95)) / 2),
+            self.lag99() / ((a.lag99() + b.lag99()) / 2),
+        )
+
+    def meets_aim(self) -> bool:
+        _, p95, lag = self.ratios()
         return p95 <= AIM and lag <= AIM
 
 
@@ -290,8 +308,7 @@ class Operator:
         return [ms for t, ms in self.samples if start <= t < end]
 
 
-PHASES = (
-    "idle",
+FLOODS = (
     "one address, same process: 429s",
     "many addresses, same process: cache",
     "many addresses, a second `pusat api` serves the public",
@@ -301,12 +318,43 @@ PHASES = (
 )
 
 
+def _window(
+    phase: Phase,
+    base: str,
+    servers: dict[str, int],
+    operator: Operator,
+    config: Config,
+    flood: tuple[str, Path] | None,
+) -> None:
+    """Measures one window: idle, or wrk flooding ``flood``'s URL with its pace script."""
+    answered = requests_answered(base, "/city")
+    cpu = {k: cpu_seconds(pid) for k, pid in servers.items()}
+    phase.start = time.time()
+    if flood is None:
+        time.sleep(config.phase_s)
+    else:
+        phase.public_rps, phase.public_requests, phase.non_2xx, wrk_cpu = _wrk(
+            flood[0], config.phase_s, flood[1], config
+        )
+        phase.cpu_s["wrk"] = wrk_cpu
+    phase.end = time.time()
+    phase.cpu_s |= {k: cpu_seconds(pid) - cpu[k] for k, pid in servers.items()}
+    phase.reached_api = requests_answered(base, "/city") - answered
+    phase.operator_ms = operator.between(phase.start, phase.end)
+    phase.operator_errors = sum(1 for t in operator.errors if phase.start <= t < phase.end)
+
+
 def run(config: Config = Config(), log: Any = print) -> dict[str, Any]:
     if shutil.which("wrk") is None or nginx.binary() is None:
         raise bi.BenchError("needs Debian's wrk and nginx (make system-deps)")
     sensors = bc.city(config.sensors, config.gateways)
     districts = sorted({s.district for s in sensors})
-    phases = [Phase(name) for name in PHASES]
+    floods = [Phase(name) for name in FLOODS]
+    idles = [Phase("idle") for _ in range(len(floods) + 1)]
+    for k, flood in enumerate(floods):
+        flood.around = (idles[k], idles[k + 1])
+    # idle, flood, idle, flood, ..., idle
+    phases = [w for pair in zip(idles, [*floods, None], strict=True) for w in pair if w]
     publish_s = int(config.phase_s * len(phases) + 45)  # and the restarts between phases
     load_before = os.getloadavg()
     with bi.services(log) as svc:
@@ -337,7 +385,8 @@ def run(config: Config = Config(), log: Any = print) -> dict[str, Any]:
         script.write_text(pace_script(config))
         public_api: bi.Child | None = None
         proxy: nginx.Nginx | None = None
-        for i, phase in enumerate(phases):
+        for k, flood in enumerate(floods):
+            i = k + 1  # the step of the module's docstring
             if i == 2:
                 log("restarting the API with the rate limit lifted")
                 api.stop()
@@ -367,29 +416,17 @@ def run(config: Config = Config(), log: Any = print) -> dict[str, Any]:
                 )
                 svc.stack.callback(proxy.stop)
                 target = f"{proxy.url}/city?lang=en"
-            if i > 0:
-                httpx.get(target, timeout=30)  # the first answer fills the cache
-            log(f"phase {phase.name}: {config.phase_s:.0f} s")
-            answered = requests_answered(base, "/city")
             servers = {"operators' API": api.proc.pid}
             if public_api is not None:
                 servers["second API"] = public_api.proc.pid
             if proxy is not None:
                 servers["nginx"] = proxy.process.pid
-            cpu = {k: cpu_seconds(pid) for k, pid in servers.items()}
-            phase.start = time.time()
-            if i == 0:
-                time.sleep(config.phase_s)
-            else:
-                phase.public_rps, phase.public_requests, phase.non_2xx, wrk_cpu = _wrk(
-                    target, config.phase_s, script, config
-                )
-                phase.cpu_s["wrk"] = wrk_cpu
-            phase.end = time.time()
-            phase.cpu_s |= {k: cpu_seconds(pid) - cpu[k] for k, pid in servers.items()}
-            phase.reached_api = requests_answered(base, "/city") - answered
-            phase.operator_ms = operator.between(phase.start, phase.end)
-            phase.operator_errors = sum(1 for t in operator.errors if phase.start <= t < phase.end)
+            log(f"idle, then {flood.name}: {config.phase_s:.0f} s each")
+            _window(idles[k], base, servers, operator, config, None)
+            httpx.get(target, timeout=30)  # the first answer fills the cache
+            _window(flood, base, servers, operator, config, (target, script))
+        log("idle: the last")
+        _window(idles[-1], base, {"operators' API": api.proc.pid}, operator, config, None)
         if proxy is not None:
             proxy.stop()
         operator.stop.set()
@@ -441,31 +478,32 @@ def markdown(r: dict[str, Any], command: str) -> str:
         " goes through nginx with the deployment recipe `deploy/nginx/pusat.conf` (its"
         f" per-address limit lifted too; then its workers at nice {NICE}) in front of the"
         " operators' `pusat api`. \"Reached the API\": the public requests the operators' `pusat"
-        f" api` answered (its own request counter). Aim: operators' p95 and ingest lag p99 within"
-        f" {AIM:g}x of idle.",
+        f" api` answered (its own request counter). An idle window (no public traffic) before"
+        " each flood and after the last; each flood is compared with the mean of the idle"
+        " windows before and after it, so that drift over the run is not taken for the flood's"
+        f" doing. Aim: operators' p95 and ingest lag p99 within {AIM:g}x of the idle around.",
         "",
         "| phase | public req/s reached | public answers | of which not 200 | reached the API |"
-        " operator p50 | operator p95 | p50, p95 vs idle | operator requests (failed) |"
-        f" ingest lag p50 | ingest lag p99 | lag p99 vs idle | aim (p95 and lag p99 within"
-        f" {AIM:g}x idle) |",
+        " operator p50 | operator p95 | p50, p95 vs the idle around | operator requests (failed) |"
+        f" ingest lag p50 | ingest lag p99 | lag p99 vs the idle around | aim (p95 and lag p99"
+        f" within {AIM:g}x the idle around) |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    idle = r["phases"][0]
-    for i, p in enumerate(r["phases"]):
+    for p in r["phases"]:
         lag = p.lag_ms or (math.nan, math.nan)
-        r50, r95, rlag = p.ratios(idle)
         vs, lag_vs, aim = "-", "-", "-"
-        if i:
+        if p.flood:
+            r50, r95, rlag = p.ratios()
             vs, lag_vs = f"{r50:.1f}x, {r95:.1f}x", f"{rlag:.1f}x"
-            aim = "met" if p.meets_aim(idle) else "not met"
+            aim = "met" if p.meets_aim() else "not met"
         lines.append(
             f"| {p.name} | {_n(p.public_rps)} | {_n(p.public_requests)} | {_n(p.non_2xx)} |"
             f" {_n(p.reached_api)} | {p.p(0.5):.1f} ms | {p.p(0.95):.1f} ms | {vs} |"
             f" {len(p.operator_ms):,} ({p.operator_errors}) |"
             f" {lag[0]:.0f} ms | {lag[1]:.0f} ms | {lag_vs} | {aim} |"
         )
-    met = [p.name for p in r["phases"][1:] if p.meets_aim(idle)]
-    unmet = [p.name for p in r["phases"][1:] if not p.meets_aim(idle)]
+    met = [p.name for p in r["phases"] if p.flood and p.meets_aim()]
+    unmet = [p.name for p in r["phases"] if p.flood and not p.meets_aim()]
     lines += [
         "",
         f"The aim is met in: {'; '.join(met) or 'no phase'}. Not met in:"
