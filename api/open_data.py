@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from api import lang, public
@@ -116,9 +116,9 @@ async def _districts(state: ApiState) -> tuple[public.CityStatus, list[dict[str,
 
 
 @router.get("/", summary="What open data is here, and its licence")
-async def index(request: Request, state: Annotated[ApiState, Depends(get_state)]) -> Response:
+async def index(state: Annotated[ApiState, Depends(get_state)]) -> Response:
     require_public(state)
-    base = str(request.base_url).rstrip("/")
+    base = state.settings.link_base()  # never the made-up Host header a request may carry
     return _json(
         {
             "title": f"{state.settings.city_name} open city data",
@@ -139,9 +139,9 @@ async def index(request: Request, state: Annotated[ApiState, Depends(get_state)]
 
 
 @router.get("/catalog", summary="DCAT catalogue of the datasets (JSON-LD)")
-async def catalog(request: Request, state: Annotated[ApiState, Depends(get_state)]) -> Response:
+async def catalog(state: Annotated[ApiState, Depends(get_state)]) -> Response:
     require_public(state)
-    base = str(request.base_url).rstrip("/")
+    base = state.settings.link_base()  # never the made-up Host header a request may carry
     city = state.settings.city_name
     lic = licence(state)
     lic_ref = lic.get("url", lic["id"])

@@ -6,7 +6,7 @@ Every request to a public path is treated as anonymous, token or not (the public
 read one), so a made-up Authorization header buys neither a way past the limit nor past the
 cache. Concurrent misses of one answer wait for a single database round (no stampede). The
 client address is the connection's, or the one uvicorn takes from X-Forwarded-For when the
-proxy is trusted (its --forwarded-allow-ips). Owned by one app: nothing at module level.
+proxy is trusted (PUSAT_FORWARDED_ALLOW_IPS). Owned by one app: nothing at module level.
 """
 
 from __future__ import annotations
@@ -104,10 +104,12 @@ class PublicGuard:
         if scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        # What the answer depends on, and nothing a client can vary at will: the path, the
+        # parameters the handlers read and the page's locale. Not the Host header (links come
+        # from PUSAT_PUBLIC_URL), else made-up Hosts would each miss and fill the cache.
         key = (
             scope["path"],
             _query_key(scope.get("query_string", b"")),
-            headers.get("host", "").lower(),
             self._language(headers.get("accept-language")) if scope["path"] == "/city" else "",
         )
         answer = await self._answer(key, scope, receive, send)
@@ -203,8 +205,11 @@ def _query_key(raw: bytes) -> str:
 
 
 def _common(answer: Answer) -> list[tuple[bytes, bytes]]:
-    age = max(0, math.floor(answer.expires - time.monotonic()))
-    control = f"public, max-age={age}" if age else "no-cache"
+    # Rounded up: an answer in its last second still says max-age=1, not no-cache, so that a
+    # proxy in front keeps it (one more request when it expires) instead of passing every
+    # request on until the next answer is made.
+    left = answer.expires - time.monotonic()
+    control = f"public, max-age={math.ceil(left)}" if left > 0 else "no-cache"
     return [(b"etag", answer.etag), (b"cache-control", control.encode())]
 
 

@@ -31,12 +31,16 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def config(app: FastAPI, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+def config(app: FastAPI, settings: Settings, log_level: str = "warning") -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=settings.api_host,
+        port=settings.api_port,
         log_level=log_level.lower(),
+        # X-Forwarded-For only from these (the proxy in front of the public side): the
+        # client address the public rate limit counts. Never uvicorn's own environment.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=GRACEFUL_S,
         lifespan="on",
         access_log=False,
@@ -46,7 +50,7 @@ def config(app: FastAPI, host: str, port: int, log_level: str = "warning") -> uv
 def serve(settings: Settings, log_level: str = "info") -> None:
     """Run until SIGINT/SIGTERM (uvicorn handles both in the main thread)."""
     app = create_app(settings)
-    Server(config(app, settings.api_host, settings.api_port, log_level)).run()
+    Server(config(app, settings, log_level)).run()
 
 
 class ServerThread:
@@ -54,7 +58,7 @@ class ServerThread:
 
     def __init__(self, settings: Settings, log_level: str = "warning") -> None:
         self.app = create_app(settings)
-        self.server = Server(config(self.app, settings.api_host, settings.api_port, log_level))
+        self.server = Server(config(self.app, settings, log_level))
         self.thread = threading.Thread(target=self.server.run, name="pusat-api", daemon=True)
         self.url = f"http://{settings.api_host}:{settings.api_port}"
 

@@ -447,8 +447,15 @@ async def _expand(
 # -- the routes --------------------------------------------------------------------------------
 
 
-async def _model(state: ApiState, request: Request, conn: Any) -> Model:
-    base = str(request.base_url).rstrip("/") + "/sta/v1.1"
+def _base(state: ApiState) -> str:
+    """Where the service is, for the absolute links SensorThings wants (@iot.selfLink): the
+    configured address (PUSAT_PUBLIC_URL), never the request's Host header, which anyone can
+    make up and which would make every cached answer one per Host."""
+    return state.settings.link_base() + "/sta/v1.1"
+
+
+async def _model(state: ApiState, conn: Any) -> Model:
+    base = _base(state)
     cur = await conn.execute(
         "SELECT s.sensor_id, s.name, s.domain, s.district, s.lat, s.lon, false FROM sensors s"
         " WHERE " + public.PUBLIC_SENSOR + " ORDER BY s.sensor_id",
@@ -475,9 +482,9 @@ def _json(body: Any) -> Response:
 
 
 @router.get("", summary="SensorThings API 1.1: the service root")
-async def root(request: Request, state: Annotated[ApiState, Depends(get_state)]) -> Response:
+async def root(state: Annotated[ApiState, Depends(get_state)]) -> Response:
     require_public(state)
-    base = str(request.base_url).rstrip("/") + "/sta/v1.1"
+    base = _base(state)
     return _json(
         {
             "value": [{"name": s, "url": f"{base}/{s}"} for s in SETS],
@@ -495,8 +502,10 @@ async def resource(
     try:
         options = parse_options(dict(request.query_params))
         async with state.pool.connection() as conn:
-            model = await _model(state, request, conn)
-            return _json(await _resolve(model, path, options, str(request.url)))
+            model = await _model(state, conn)
+            query = request.url.query
+            url = f"{state.settings.link_base()}{request.url.path}" + (f"?{query}" if query else "")
+            return _json(await _resolve(model, path, options, url))
     except QueryError as e:
         raise ApiError(400, str(e)) from e
 

@@ -12,6 +12,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgre
 [ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
 # Ingest on a RabbitMQ cluster (throwaway nodes) and the hosts in network namespaces (ip netns).
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$missing rabbitmq-server"
+# The public side's caching proxy (deploy/nginx/pusat.conf) and the burst benchmark's load
+# generator (bench/public.py and its test).
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing="$missing iproute2"
 
 [ -z "$missing" ] && exit 0

@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     # -- the HTTP API and /wall (api/) ------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     api_port: int = Field(8080, ge=1, le=65535, description="port the HTTP API listens on")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="comma-separated addresses (or networks) of reverse proxies whose"
+        " X-Forwarded-For the API believes (the client address of the public rate limit);"
+        " * for any",
+    )
     api_pool_size: int = Field(
         10, ge=1, description="most database connections the API holds at once"
     )
@@ -264,7 +270,8 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(
         None,
-        description="the API's address as people reach it, for alarm links in notifications;"
+        description="the API's address as people reach it (behind a proxy: the proxy's), for"
+        " alarm links in notifications and the absolute links of /open/v1 and /sta/v1.1;"
         " unset: http://PUSAT_API_HOST:PUSAT_API_PORT",
     )
     notify_every_s: float = Field(

@@ -96,6 +96,31 @@ def test_etag_cache_control_and_the_server_cache(cached: tuple[ServerThread, str
         assert odd.headers["etag"] == en.headers["etag"]
 
 
+def test_a_made_up_host_header_neither_misses_the_cache_nor_shows_in_links(
+    settings: Settings,
+) -> None:
+    site = "https://data.putrajaya.example"
+    server = _server(settings, public_cache_s=30.0, public_url=site)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            first = c.get("/open/v1/districts.json")
+            # Each database round has its own generated_at, so its own ETag: the same ETag
+            # under other Host headers is the one cached answer.
+            for host in ("evil.example", "x.invalid:1", server.url.removeprefix("http://")):
+                again = c.get("/open/v1/districts.json", headers={"Host": host})
+                assert again.status_code == 200 and again.headers["etag"] == first.headers["etag"]
+            # Absolute links come from PUSAT_PUBLIC_URL, whatever Host the request named.
+            index = c.get("/open/v1/", headers={"Host": "evil.example"}).json()
+            assert index["catalog"] == f"{site}/open/v1/catalog"
+            things = c.get("/sta/v1.1/Things?$top=1", headers={"Host": "evil.example"}).json()
+            assert things["value"][0]["@iot.selfLink"].startswith(f"{site}/sta/v1.1/Things(")
+            assert things["@iot.nextLink"] == f"{site}/sta/v1.1/Things?$top=1&$skip=1"
+            root = c.get("/sta/v1.1", headers={"Host": "evil.example"}).json()
+            assert {v["url"] for v in root["value"]} >= {f"{site}/sta/v1.1/Things"}
+    finally:
+        server.stop()
+
+
 def test_concurrent_requests_share_one_answer(cached: tuple[ServerThread, str]) -> None:
     server, _ = cached
 
