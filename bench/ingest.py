@@ -308,10 +308,11 @@ def _meminfo_kib(key: str) -> int:
     raise BenchError(f"{key} not found in /proc/meminfo")
 
 
-def snapshot_code(dest: Path) -> str:
-    """Copy the packages under test to ``dest``; returns what was copied: the commit, whether
-    the copied folders had uncommitted changes, and a fingerprint of the copied files."""
-    root = Path(__file__).resolve().parent.parent
+def snapshot_code(dest: Path, root: Path | None = None) -> str:
+    """Copy the packages under test (of this checkout, or of ``root``) to ``dest``; returns what
+    was copied: the commit, whether the copied folders had uncommitted changes, and a
+    fingerprint of the copied files."""
+    root = root or Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     packages = [name for name in CODE_UNDER_TEST if (root / name / "__init__.py").exists()]
     for name in packages:
@@ -844,9 +845,19 @@ class Services:
         argv = [sys.executable, "-m", "bench.ingest", role, json.dumps(asdict(spec))]
         return self.spawn(role, argv, self.env, pipe=True)
 
-    def worker(self, url: str, root: str, client_id: str, **settings: str) -> Child:
-        """`pusat ingest` on this database and broker; ``settings`` adds `PUSAT_*` variables."""
-        env = self.env | {
+    def worker(
+        self,
+        url: str,
+        root: str,
+        client_id: str,
+        code: Path | None = None,
+        prefix: Sequence[str] = (),
+        **settings: str,
+    ) -> Child:
+        """`pusat ingest` on this database and broker; ``settings`` adds `PUSAT_*` variables.
+        ``code``: another snapshot of the code to run (``snapshot_code``); ``prefix``: a command
+        that runs the worker (a profiler)."""
+        env = (self.env if code is None else _clean_env(code)) | {
             "PUSAT_DATABASE_URL": url,
             "PUSAT_MQTT_URL": self.broker.url,
             "PUSAT_TOPIC_ROOT": root,
@@ -854,7 +865,7 @@ class Services:
             "PUSAT_HOME": str(self.work / "home"),
             **settings,
         }
-        argv = [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
+        argv = [*prefix, sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
         return self.spawn("pusat-ingest", argv, env, pipe=False)
 
     def versions(self) -> tuple[str, str]:
@@ -872,6 +883,17 @@ class Services:
         return postgresql, mosquitto
 
 
+def warm_kernels(code: Path) -> None:
+    """Compile processing's kernels into the numba cache of the snapshot in ``code`` once, as a
+    first run after installing would: no measured worker then pays the compiler."""
+    subprocess.run(
+        [sys.executable, "-c", "from processing import kernels; kernels.warm()"],
+        env=_clean_env(code),
+        check=True,
+        timeout=600,
+    )
+
+
 @contextmanager
 def services(log: Callable[[str], None]) -> Iterator[Services]:
     """A durable PostgreSQL with commit timestamps and a Mosquitto, in a temp dir; stopped and
@@ -881,14 +903,7 @@ def services(log: Callable[[str], None]) -> Iterator[Services]:
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         code = snapshot_code(work / "code")
         env = _clean_env(work / "code")
-        # Compile processing's kernels into the snapshot's numba cache once, as a first run
-        # after installing would: no measured worker then pays the compiler.
-        subprocess.run(
-            [sys.executable, "-c", "from processing import kernels; kernels.warm()"],
-            env=env,
-            check=True,
-            timeout=600,
-        )
+        warm_kernels(work / "code")
         log(f"starting PostgreSQL and Mosquitto in {work}")
         data_dir = work / "pg" / "data"
         pg = start_postgres(data_dir, durable=True)

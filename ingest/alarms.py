@@ -89,6 +89,11 @@ class Alarms:
     def loaded(self) -> bool:
         return self._loaded
 
+    @property
+    def series(self) -> int:
+        """How many series the engine knows."""
+        return len(self._names)
+
     def reload(self, conn: psycopg.Connection[Any]) -> None:
         """Load between transactions, each read a statement of its own, then build: the
         worker's way at start and after a failure. Inside a batch's transaction, building the

@@ -203,8 +203,14 @@ class Worker:
         writer = self._open()
         if writer is None:
             return
+        t0 = time.monotonic()
         try:
             self.alarms.reload(writer.conn)
+            log.info(
+                "alarm state of %d series loaded in %.1f s",
+                self.alarms.series,
+                time.monotonic() - t0,
+            )
         except db.RETRYABLE as e:
             self._db_failed("alarms", e)
             log.warning("alarm state not loaded: %s", e)
