@@ -54,14 +54,19 @@ class Alarms:
         self.topic_root = topic_root
         self.publish_fn = publish
         self.engine = Engine(rules)
-        self._names: dict[int, tuple[str, str]] = {}  # series -> (sensor, quantity)
+        # series -> its quantity, as an index into _quantities (-1: not registered); its
+        # sensor is the engine's. Arrays, not a dict of tuples: 510,000 series held 100 MB so.
+        self._quantity_of = np.full(0, -1, dtype=np.int16)
+        self._quantities: list[str] = []
+        self._quantity_index: dict[str, int] = {}
         self._rule_ids = np.empty(0, dtype=np.int32)  # the database's id of each rule
         # Threshold (and index) rules carry only `active` and `run_start` from one reading to
         # the next; rate and flatline rules also the last reading, which changes every time.
         self._carries_last = np.array([r.kind in ("rate", "flatline") for r in rules], dtype=bool)
-        # (rule, series) -> what `alert_state` holds (or would restore to: idle when absent).
-        self._saved_active = np.zeros((len(rules), 0), dtype=bool)
-        self._saved_run = np.zeros((len(rules), 0), dtype=np.int64)
+        # Per pair slot of the engine: what `alert_state` holds (or would restore to: idle when
+        # absent).
+        self._saved_active = np.zeros(0, dtype=bool)
+        self._saved_run = np.zeros(0, dtype=np.int64)
         self._loaded = False
 
     # -- loading --------------------------------------------------------------------------------
@@ -71,12 +76,27 @@ class Alarms:
         infos: list[SeriesInfo] = []
         periods: list[float] = []
         period = {q.name: q.period for q in self.catalogue.quantities}
+        codes: list[int] = []
+        qindex = self._quantity_index
         for sid, sensor, quantity, district, domain in rows:
             series.append(sid)
             infos.append(SeriesInfo(sensor, quantity, district, domain))
             periods.append(period.get(quantity, DEFAULT_PERIOD_S))
-            self._names[sid] = (sensor, quantity)
+            code = qindex.get(quantity)
+            if code is None:
+                code = qindex[quantity] = len(self._quantities)
+                self._quantities.append(quantity)
+            codes.append(code)
+        if not series:
+            return
         self.engine.register_many(series, infos, periods)
+        s_arr = np.asarray(series, dtype=np.intp)
+        need = int(s_arr.max()) + 1
+        if need > len(self._quantity_of):
+            grown = np.full(max(need, 2 * len(self._quantity_of)), -1, dtype=np.int16)
+            grown[: len(self._quantity_of)] = self._quantity_of
+            self._quantity_of = grown
+        self._quantity_of[s_arr] = codes
 
     _SERIES = (
         "SELECT se.series_id, se.sensor_id, se.quantity, s.district, s.domain"
@@ -92,7 +112,7 @@ class Alarms:
     @property
     def series(self) -> int:
         """How many series the engine knows."""
-        return len(self._names)
+        return int(np.count_nonzero(self._quantity_of >= 0))
 
     def reload(self, conn: psycopg.Connection[Any]) -> None:
         """Load between transactions, each read a statement of its own, then build: the
@@ -145,7 +165,7 @@ class Alarms:
 
     def _build(self, saved: _Saved) -> None:
         self.engine = Engine(self.rules)
-        self._names.clear()
+        self._quantity_of = np.full(0, -1, dtype=np.int16)
         self._rule_ids = np.array(saved.rule_ids, dtype=np.int32)
         index = {rid: i for i, rid in enumerate(saved.rule_ids)}
         self._register(saved.series)
@@ -182,7 +202,11 @@ class Alarms:
             self.load(cur)
         if self.engine.knows(series):
             return  # the usual batch: no series new to the engine
-        unknown = [int(s) for s in np.unique(series) if int(s) not in self._names]
+        ids = np.unique(series)
+        inside = ids < len(self._quantity_of)
+        known = np.zeros(len(ids), dtype=bool)
+        known[inside] = self._quantity_of[ids[inside]] >= 0
+        unknown = ids[~known].tolist()
         if unknown:
             self._register(
                 cur.execute(self._SERIES + " WHERE se.series_id = ANY(%s)", (unknown,)).fetchall()
@@ -237,7 +261,8 @@ class Alarms:
         for r, series, sensor, ts, value, raised in tr.rows():
             rule = self.rules[r]
             if series >= 0:
-                sensor_id, quantity = self._names[series]
+                sensor_id = self.engine.sensors[int(self.engine.sensor_of[series])]
+                quantity = self._quantities[int(self._quantity_of[series])]
             else:
                 sensor_id, quantity = self.engine.sensors[sensor], None
             out.append(
@@ -263,19 +288,19 @@ class Alarms:
         failed transaction invalidates, and the reload reads them back). A threshold pair whose
         condition neither started, stopped nor raised is skipped: restoring its older row
         evaluates the same."""
-        self._cover(self.engine.active.shape[1])
-        r, s = st.rule, st.series
+        self._cover(len(self.engine.active))
+        q = self.engine.slots(st.rule, st.series)  # every touched pair has its slot
         write = (
-            self._carries_last[r]
-            | (self._saved_active[r, s] != st.active)
-            | (self._saved_run[r, s] != st.run_start)
+            self._carries_last[st.rule]
+            | (self._saved_active[q] != st.active)
+            | (self._saved_run[q] != st.run_start)
         )
-        r, s = r[write], s[write]
-        self._saved_active[r, s] = st.active[write]
-        self._saved_run[r, s] = st.run_start[write]
+        q = q[write]
+        self._saved_active[q] = st.active[write]
+        self._saved_run[q] = st.run_start[write]
         return AlarmState(
-            self._rule_ids[r],
-            s,
+            self._rule_ids[st.rule[write]],
+            st.series[write],
             st.active[write],
             st.run_start[write],
             st.last_ts[write],
@@ -283,10 +308,11 @@ class Alarms:
         )
 
     def _cover(self, capacity: int) -> None:
-        """Grow the saved-state arrays with the engine's; new series have nothing saved (idle)."""
-        have = self._saved_active.shape[1]
+        """Grow the saved-state arrays with the engine's slots; new pairs have nothing saved
+        (idle)."""
+        have = len(self._saved_active)
         if capacity > have:
-            extra = ((0, 0), (0, capacity - have))
+            extra = (0, capacity - have)
             self._saved_active = np.pad(self._saved_active, extra, constant_values=False)
             self._saved_run = np.pad(self._saved_run, extra, constant_values=NONE)
 
