@@ -8,8 +8,8 @@ a fresh database of the migrated schema directly in SQL with what the city run l
 sensor and quantity; a `latest` row per series, ``--age`` seconds old, and an hourly rollup;
 the `alert_state` rows a worker saves for rules that carry the last reading, as after the city's
 stream: every rate and flatline pair; none for thresholds the city's smooth values never
-approach), then
-spawns ``pusat ingest`` on it and measures:
+approach), then spawns ``pusat ingest`` on it and measures (``--no-known``: the sensors only,
+as the city run's first worker meets them):
 
 - start-up: spawn until a probe reading published right after the spawn is stored (the city
   run's measure), and the phases the worker logs (kernels, alarm state);
@@ -57,6 +57,7 @@ class Config:
     gateways: int = 1_000
     stream_s: int = 60  # seconds of the city's stream after start-up (0: none)
     age_s: float = 60.0  # how old the newest readings are when the worker starts
+    known: bool = True  # False: the sensors only, as before the city run's first worker
     compare: tuple[str, ...] = ()  # other checkouts whose code is measured in turn
     rounds: int = 1
     profile: bool = False
@@ -76,8 +77,10 @@ class Measure:
     profile: str = ""  # py-spy's raw samples of the start-up, when asked
 
 
-def fill(url: str, sensors: list[bc.Sensor], age_s: float) -> int:
-    """The city's rows as a run of ``pusat bench city`` leaves them; returns the series."""
+def fill(url: str, sensors: list[bc.Sensor], age_s: float, known: bool = True) -> int:
+    """The city's rows as a run of ``pusat bench city`` leaves them (``known``), or its
+    sensors only, as the city run provisions them before its first worker starts; returns the
+    series."""
     cat = catalogue.load()
     effective = rules.load(None)
     now = time.time()
@@ -100,6 +103,8 @@ def fill(url: str, sensors: list[bc.Sensor], age_s: float) -> int:
                     )
                 )
             copy.write_row((PROBE_SENSOR, "probe", None, None, None, None, ["flow"], False))
+        if not known:
+            return 0
         names = [q.name for q in cat.quantities]
         cur.execute(
             "INSERT INTO series (sensor_id, quantity, unit)"
@@ -113,8 +118,8 @@ def fill(url: str, sensors: list[bc.Sensor], age_s: float) -> int:
         # Each series' newest reading, ``age_s`` old give or take its period's spread.
         cur.execute(
             "INSERT INTO latest_data (series_id, ts, value, received_at)"
-            " SELECT series_id, t, 1 + (series_id % 97) * 0.25, t"
-            " FROM (SELECT series_id, to_timestamp(%s - (series_id % 30)) AS t FROM series) x",
+            " SELECT series_id, t, 1 + (series_id %% 97) * 0.25, t"
+            " FROM (SELECT series_id, to_timestamp(%s - (series_id %% 30)) AS t FROM series) x",
             (now - age_s,),
         )
         # The hour of the stream in the hourly rollups (what the indices read at start).
@@ -253,7 +258,7 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
             codes.insert(0, (dest, f"{other}: {described}"))
         url = svc.database(f"startup_{uuid.uuid4().hex[:8]}")
         t0 = time.monotonic()
-        out["series"] = fill(url, sensors, config.age_s)
+        out["series"] = fill(url, sensors, config.age_s, config.known)
         log(f"filled {out['series']:,} series in {time.monotonic() - t0:.1f} s")
         for _ in range(config.rounds):
             for code, described in codes:
@@ -289,12 +294,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gateways", type=int, default=Config.gateways)
     ap.add_argument("--stream", type=int, default=Config.stream_s, help="seconds (0: none)")
     ap.add_argument("--age", type=float, default=Config.age_s, help="age of the newest readings")
+    ap.add_argument(
+        "--no-known",
+        dest="known",
+        action="store_false",
+        help="sensors only: the worker registers every series from the stream",
+    )
     ap.add_argument("--compare", action="append", default=[], help="another checkout's root")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--profile", action="store_true", help="py-spy raw samples of each worker")
     ap.add_argument("--json", type=Path, help="also write every figure here")
     a = ap.parse_args(argv)
-    config = Config(a.sensors, a.gateways, a.stream, a.age, tuple(a.compare), a.rounds, a.profile)
+    config = Config(
+        a.sensors, a.gateways, a.stream, a.age, a.known, tuple(a.compare), a.rounds, a.profile
+    )
     out = run(config)
     print(markdown(out))
     if a.json:
