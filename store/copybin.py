@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
 
 from processing.rollups import Partials
 
@@ -37,6 +39,44 @@ def rows(columns: Sequence[tuple[str, npt.NDArray[np.generic]]]) -> bytes:
         out[f"l{i}"] = np.dtype(TYPES[kind]).itemsize
         out[f"v{i}"] = values - PG_EPOCH_US if kind == "timestamptz" else values
     return HEADER + out.tobytes() + TRAILER
+
+
+def parse(data: bytes | bytearray | memoryview, kinds: Sequence[str]) -> list[npt.NDArray[Any]]:
+    """The columns of a binary COPY stream of fixed-width columns without NULLs (what ``rows``
+    writes, or ``COPY ... TO STDOUT (FORMAT BINARY)`` reads), as native NumPy arrays;
+    timestamptz columns in Unix microseconds. Raises ValueError on anything else."""
+    fields: list[tuple[str, str]] = [("nfields", ">i2")]
+    for i, kind in enumerate(kinds):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", TYPES[kind])]
+    dt = np.dtype(fields)
+    view = memoryview(data)
+    if bytes(view[: len(HEADER)]) != HEADER or bytes(view[-len(TRAILER) :]) != TRAILER:
+        raise ValueError("not a binary COPY stream without header extensions")
+    body = view[len(HEADER) : len(view) - len(TRAILER)]
+    if len(body) % dt.itemsize:
+        raise ValueError("rows of another layout (a NULL, or other column types)")
+    got = np.frombuffer(body, dtype=dt)
+    if (got["nfields"] != len(kinds)).any():
+        raise ValueError(f"rows of another width than {len(kinds)} columns")
+    out: list[npt.NDArray[Any]] = []
+    for i, kind in enumerate(kinds):
+        if (got[f"l{i}"] != np.dtype(TYPES[kind]).itemsize).any():
+            raise ValueError(f"column {i}: a NULL or another type than {kind}")
+        values = got[f"v{i}"].astype(np.dtype(TYPES[kind]).newbyteorder("="))
+        out.append(values + PG_EPOCH_US if kind == "timestamptz" else values)
+    return out
+
+
+def read(
+    cur: psycopg.Cursor[Any], query: str, params: Sequence[Any], kinds: Sequence[str]
+) -> list[npt.NDArray[Any]]:
+    """The columns of ``query``'s rows by binary COPY (no Python object per value); its
+    columns must be of ``kinds`` (fixed-width) and never NULL."""
+    buf = bytearray()
+    with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as copy:
+        for block in copy:
+            buf += block
+    return parse(buf, kinds)
 
 
 def array(kind: str, values: npt.NDArray[np.generic]) -> bytes:
