@@ -15,6 +15,7 @@ A batch is one compiled pass (processing.kernels) over state arrays kept between
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,60 +218,82 @@ class Engine:
     def register_many(
         self, series: list[int], infos: list[SeriesInfo], periods_s: list[float]
     ) -> None:
-        """``register`` for many series at once (a worker's start loads every known series).
+        """``register`` for many series at once (see ``register_columns``)."""
+        self.register_columns(
+            series,
+            [i.sensor for i in infos],
+            [i.quantity for i in infos],
+            [i.district for i in infos],
+            [i.domain for i in infos],
+            periods_s,
+        )
+
+    def register_columns(
+        self,
+        series: Sequence[int],
+        sensors: Sequence[str],
+        quantities: Sequence[str],
+        districts: Sequence[str | None],
+        domains: Sequence[str | None],
+        periods_s: Sequence[float] | npt.NDArray[np.float64],
+    ) -> None:
+        """``register`` for many series at once, given as columns (a worker's start loads every
+        known series).
 
         Which rules apply depends on the quantity, district and domain, and on the sensor only
         where a rule is scoped to it: worked out once per distinct combination, then set for all
         its series with array indexing.
         """
-        if not series:
+        n = len(series)
+        if not n:
             return
         s_arr = np.asarray(series, dtype=np.intp)
         self._grow(int(s_arr.max()))
         self._csr = None
         self.applies[:, s_arr] = False
         named = {r.scope_value for r in self.rules if r.scope_kind == "sensor"}
-        # (sensor if a rule names it, quantity, district, domain) -> positions in ``infos``
-        groups: dict[tuple[str, str, str | None, str | None], list[int]] = {}
-        sensor_pos: dict[str, int] = {}  # each sensor's last position
-        for pos, i in enumerate(infos):
-            k = (i.sensor if i.sensor in named else "", i.quantity, i.district, i.domain)
-            groups.setdefault(k, []).append(pos)
-            sensor_pos[i.sensor] = pos
-        for (sensor, quantity, district, domain), positions in groups.items():
+        # the sensor where a rule names it, else ""
+        scoped: Sequence[str] = [x if x in named else "" for x in sensors] if named else [""] * n
+        # (sensor if a rule names it, quantity, district, domain) of each series, as a code
+        keys = list(zip(scoped, quantities, districts, domains, strict=True))
+        code_of = {k: c for c, k in enumerate(dict.fromkeys(keys))}
+        code = np.fromiter(map(code_of.__getitem__, keys), dtype=np.intp, count=n)
+        by_code = np.argsort(code, kind="stable")
+        ends = np.cumsum(np.bincount(code, minlength=len(code_of)))
+        for c, (sensor, quantity, district, domain) in enumerate(code_of):
             which = applicable(self.rules, SeriesInfo(sensor, quantity, district, domain))
             if which:
+                positions = by_code[ends[c - 1] if c else 0 : ends[c]]
                 self.applies[np.ix_(np.asarray(which, dtype=np.intp), s_arr[positions])] = True
         # Sensors: new ones appended at once; each keeps its shortest period and the stale rule
         # of its last registration.
+        sensor_pos = dict(zip(sensors, range(n), strict=True))  # each sensor's last position
         index = self._sensor_index
         added = [name for name in sensor_pos if name not in index]
-        for name in added:
-            index[name] = len(self.sensors)
-            self.sensors.append(name)
-        ks = np.fromiter((index[i.sensor] for i in infos), dtype=np.int32, count=len(infos))
+        first = len(self.sensors)
+        index.update(zip(added, range(first, first + len(added)), strict=True))
+        self.sensors.extend(added)
+        ks = np.fromiter(map(index.__getitem__, sensors), dtype=np.int32, count=n)
         if added:
-            n = len(added)
-            self.sensor_last = np.concatenate([self.sensor_last, np.full(n, NONE, np.int64)])
+            m = len(added)
+            self.sensor_last = np.concatenate([self.sensor_last, np.full(m, NONE, np.int64)])
             self.sensor_period_us = np.concatenate(
-                [self.sensor_period_us, np.full(n, np.iinfo(np.int64).max, np.int64)]
+                [self.sensor_period_us, np.full(m, np.iinfo(np.int64).max, np.int64)]
             )
-            self.sensor_stale_active = np.concatenate([self.sensor_stale_active, np.zeros(n, bool)])
+            self.sensor_stale_active = np.concatenate([self.sensor_stale_active, np.zeros(m, bool)])
             self.sensor_stale_rule = np.concatenate(
-                [self.sensor_stale_rule, np.full(n, -1, np.int32)]
+                [self.sensor_stale_rule, np.full(m, -1, np.int32)]
             )
         periods = (np.asarray(periods_s, dtype=np.float64) * 1e6).astype(np.int64)
         np.minimum.at(self.sensor_period_us, ks, periods)
+        last = list(sensor_pos.values())
+        stale_keys = [(scoped[p], districts[p], domains[p]) for p in last]
         stale: dict[tuple[str, str | None, str | None], int] = {}
-        rule_of = np.empty(len(sensor_pos), dtype=np.int32)
-        for n, pos in enumerate(sensor_pos.values()):
-            i = infos[pos]
-            sk = (i.sensor if i.sensor in named else "", i.district, i.domain)
-            if sk not in stale:
-                rule = stale_rule(self.rules, SeriesInfo(sk[0], "", sk[1], sk[2]))
-                stale[sk] = -1 if rule is None else rule
-            rule_of[n] = stale[sk]
-        self.sensor_stale_rule[[index[name] for name in sensor_pos]] = rule_of
+        for sk in dict.fromkeys(stale_keys):
+            rule = stale_rule(self.rules, SeriesInfo(sk[0], "", sk[1], sk[2]))
+            stale[sk] = -1 if rule is None else rule
+        rule_of = np.fromiter(map(stale.__getitem__, stale_keys), np.int32, count=len(last))
+        self.sensor_stale_rule[ks[last]] = rule_of
         self.sensor_of[s_arr] = ks
         rr, cols = np.nonzero(self.applies[:, s_arr])
         self.slots(rr, s_arr[cols], create=True)
