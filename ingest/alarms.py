@@ -37,7 +37,9 @@ class _Saved:
     """What a load reads from the database."""
 
     rule_ids: list[int]
-    series: list[tuple[int, str, str, str | None, str | None]]
+    sensors: list[tuple[str, str | None, str | None]]  # sensor, district, domain
+    quantities: list[str]
+    series: list[npt.NDArray[Any]]  # series, its sensor and its quantity (in the lists above)
     state: list[npt.NDArray[Any]]  # alert_state's columns, as _STATE reads them
     watermarks: list[npt.NDArray[Any]]  # series, newest event time (Unix microseconds)
     stale: list[str]  # sensors with an open stale alarm
@@ -74,21 +76,59 @@ class Alarms:
     # -- loading --------------------------------------------------------------------------------
 
     def _register(self, rows: Iterable[tuple[int, str, str, str | None, str | None]]) -> None:
+        """A few series (new ones, or a moved sensor's), as rows of ``_SERIES``."""
         rows = list(rows)
         if not rows:
             return
-        # Columns, not an object per series (the Python of 510,001 SeriesInfo took seconds).
         series, sensors, quantities, districts, domains = zip(*rows, strict=True)
+        codes = self._codes(list(quantities))
+        self.engine.register_columns(
+            series, sensors, quantities, districts, domains, self._periods()[codes]
+        )
+        self._note(np.asarray(series, dtype=np.intp), codes)
+
+    def _register_all(self, saved: _Saved) -> None:
+        """Every known series, as codes: no Python object per series (their rows, and a
+        SeriesInfo each, took seconds and left hundreds of MB of freed small objects)."""
+        series, sensor, quantity = saved.series
+        # a series newer than the sensors read is left to ``ensure``, which registers it
+        keep = (sensor >= 0) & (quantity >= 0)
+        series, sensor, quantity = series[keep], sensor[keep], quantity[keep]
+        if not len(series):
+            return
+        named = self.engine.named
+        where = [(name if name in named else "", d, m) for name, d, m in saved.sensors]
+        places = {k: c for c, k in enumerate(dict.fromkeys(where))}
+        place = np.fromiter(map(places.__getitem__, where), dtype=np.intp, count=len(where))
+        codes = self._codes(saved.quantities)[quantity]
+        self.engine.register_coded(
+            series.astype(np.intp),
+            sensor.astype(np.intp),
+            [name for name, _, _ in saved.sensors],
+            place[sensor],
+            list(places),
+            quantity.astype(np.intp),
+            saved.quantities,
+            self._periods()[codes],
+        )
+        self._note(series.astype(np.intp), codes)
+
+    def _codes(self, quantities: list[str]) -> npt.NDArray[np.int16]:
+        """Each quantity's code (new ones are given one)."""
         qindex = self._quantity_index
         for quantity in dict.fromkeys(quantities):
             if quantity not in qindex:
                 qindex[quantity] = len(self._quantities)
                 self._quantities.append(quantity)
-        codes = np.fromiter(map(qindex.__getitem__, quantities), np.int16, count=len(rows))
+        return np.fromiter(map(qindex.__getitem__, quantities), np.int16, count=len(quantities))
+
+    def _periods(self) -> npt.NDArray[np.float64]:
+        """The expected period of each quantity code, in seconds."""
         period = {q.name: q.period for q in self.catalogue.quantities}
-        periods = np.array([period.get(q, DEFAULT_PERIOD_S) for q in self._quantities])[codes]
-        self.engine.register_columns(series, sensors, quantities, districts, domains, periods)
-        s_arr = np.asarray(series, dtype=np.intp)
+        return np.array([period.get(q, DEFAULT_PERIOD_S) for q in self._quantities])
+
+    def _note(self, s_arr: npt.NDArray[np.intp], codes: npt.NDArray[np.int16]) -> None:
+        """Remember the quantity of each series."""
         need = int(s_arr.max()) + 1
         if need > len(self._quantity_of):
             grown = np.full(max(need, 2 * len(self._quantity_of)), -1, dtype=np.int16)
@@ -99,6 +139,15 @@ class Alarms:
     _SERIES = (
         "SELECT se.series_id, se.sensor_id, se.quantity, s.district, s.domain"
         " FROM series se JOIN sensors s USING (sensor_id)"
+    )
+
+    # Every series with its sensor and quantity as positions in the lists given (-1: not in
+    # them, for a series newer than those lists).
+    _SERIES_CODED = (
+        "SELECT se.series_id, coalesce(k.i::int4, 0) - 1,"
+        " coalesce(array_position(%s::text[], se.quantity), 0) - 1"
+        " FROM series se LEFT JOIN unnest(%s::text[]) WITH ORDINALITY AS k(sensor_id, i)"
+        " USING (sensor_id)"
     )
 
     # Read by binary COPY into arrays: no Python object per value (510,001 watermarks took
@@ -152,9 +201,17 @@ class Alarms:
             ).fetchall()
         )
         rule_ids = [ids[k] for k in keys]
+        sensors = cur.execute(
+            "SELECT s.sensor_id, s.district, s.domain FROM sensors s"
+            " WHERE EXISTS (SELECT 1 FROM series se WHERE se.sensor_id = s.sensor_id)"
+        ).fetchall()
+        quantities = [q for (q,) in cur.execute("SELECT DISTINCT quantity FROM series")]
+        sensor_ids = [name for name, _, _ in sensors]
         return _Saved(
             rule_ids,
-            cur.execute(self._SERIES).fetchall(),
+            sensors,
+            quantities,
+            copybin.read(cur, self._SERIES_CODED, (quantities, sensor_ids), ("int4",) * 3),
             copybin.read(cur, self._STATE, (rule_ids,), self._STATE_KINDS),
             copybin.read(cur, self._WATERMARKS, (), self._WATERMARK_KINDS),
             [
@@ -169,7 +226,7 @@ class Alarms:
         self.engine = Engine(self.rules)
         self._quantity_of = np.full(0, -1, dtype=np.int16)
         self._rule_ids = np.array(saved.rule_ids, dtype=np.int32)
-        self._register(saved.series)
+        self._register_all(saved)
         rid, series, active, run_start, last_ts, last_value = saved.state
         if len(rid):
             # rule ids -> positions in self.rules

@@ -125,6 +125,7 @@ class Engine:
     def __init__(self, rules: list[Rule], capacity: int = 1024) -> None:
         self.rules = rules
         self._params = _Params.of(rules)
+        self.named = {r.scope_value for r in rules if r.scope_kind == "sensor"}  # scoped to
         self._csr: tuple[npt.NDArray[np.intp], ...] | None = None
         n = len(rules)
         self._cap = capacity
@@ -237,12 +238,46 @@ class Engine:
         domains: Sequence[str | None],
         periods_s: Sequence[float] | npt.NDArray[np.float64],
     ) -> None:
-        """``register`` for many series at once, given as columns (a worker's start loads every
-        known series).
+        """``register`` for many series at once, given as columns (see ``register_coded``)."""
+        n = len(series)
+        if not n:
+            return
+        named = self.named
+        scoped: Sequence[str] = [x if x in named else "" for x in sensors] if named else [""] * n
+        names = {k: c for c, k in enumerate(dict.fromkeys(sensors))}
+        where = list(zip(scoped, districts, domains, strict=True))
+        places = {k: c for c, k in enumerate(dict.fromkeys(where))}
+        kinds = {k: c for c, k in enumerate(dict.fromkeys(quantities))}
+        self.register_coded(
+            np.asarray(series, dtype=np.intp),
+            np.fromiter(map(names.__getitem__, sensors), dtype=np.intp, count=n),
+            list(names),
+            np.fromiter(map(places.__getitem__, where), dtype=np.intp, count=n),
+            list(places),
+            np.fromiter(map(kinds.__getitem__, quantities), dtype=np.intp, count=n),
+            list(kinds),
+            np.asarray(periods_s, dtype=np.float64),
+        )
 
-        Which rules apply depends on the quantity, district and domain, and on the sensor only
-        where a rule is scoped to it: worked out once per distinct combination, then set for all
-        its series with array indexing.
+    def register_coded(
+        self,
+        series: npt.NDArray[np.intp],
+        sensor: npt.NDArray[np.intp],
+        sensor_names: Sequence[str],
+        place: npt.NDArray[np.intp],
+        places: Sequence[tuple[str, str | None, str | None]],
+        quantity: npt.NDArray[np.intp],
+        quantity_names: Sequence[str],
+        periods_s: npt.NDArray[np.float64],
+    ) -> None:
+        """``register`` for many series at once (a worker's start loads every known series),
+        each described by codes: its sensor ``sensor_names[sensor]``, its quantity
+        ``quantity_names[quantity]`` and its place ``places[place]``: (the sensor if a rule is
+        scoped to it, else "", district, domain).
+
+        Which rules apply depends on the quantity and the place: worked out once per distinct
+        combination, then set for all its series with array indexing. No Python object per
+        series.
         """
         n = len(series)
         if not n:
@@ -251,29 +286,32 @@ class Engine:
         self._grow(int(s_arr.max()))
         self._csr = None
         self.applies[:, s_arr] = False
-        named = {r.scope_value for r in self.rules if r.scope_kind == "sensor"}
-        # the sensor where a rule names it, else ""
-        scoped: Sequence[str] = [x if x in named else "" for x in sensors] if named else [""] * n
-        # (sensor if a rule names it, quantity, district, domain) of each series, as a code
-        keys = list(zip(scoped, quantities, districts, domains, strict=True))
-        code_of = {k: c for c, k in enumerate(dict.fromkeys(keys))}
-        code = np.fromiter(map(code_of.__getitem__, keys), dtype=np.intp, count=n)
-        by_code = np.argsort(code, kind="stable")
-        ends = np.cumsum(np.bincount(code, minlength=len(code_of)))
-        for c, (sensor, quantity, district, domain) in enumerate(code_of):
-            which = applicable(self.rules, SeriesInfo(sensor, quantity, district, domain))
+        nq = max(1, len(quantity_names))
+        combos, combo = np.unique(place.astype(np.int64) * nq + quantity, return_inverse=True)
+        by_combo = np.argsort(combo, kind="stable")
+        ends = np.cumsum(np.bincount(combo, minlength=len(combos)))
+        for c, k in enumerate(combos.tolist()):
+            (sensor_key, district, domain), q = places[k // nq], quantity_names[k % nq]
+            which = applicable(self.rules, SeriesInfo(sensor_key, q, district, domain))
             if which:
-                positions = by_code[ends[c - 1] if c else 0 : ends[c]]
+                positions = by_combo[ends[c - 1] if c else 0 : ends[c]]
                 self.applies[np.ix_(np.asarray(which, dtype=np.intp), s_arr[positions])] = True
-        # Sensors: new ones appended at once; each keeps its shortest period and the stale rule
-        # of its last registration.
-        sensor_pos = dict(zip(sensors, range(n), strict=True))  # each sensor's last position
+        # Sensors, in the order they first come: new ones appended at once; each keeps its
+        # shortest period and the stale rule of its last registration.
+        codes, first = np.unique(sensor, return_index=True)
+        codes = codes[np.argsort(first)]
+        last = np.empty(len(sensor_names), dtype=np.intp)
+        last[sensor[::-1]] = np.arange(n - 1, -1, -1)  # the first write of each code wins
+        last = last[codes]  # each sensor's last position
+        names = [sensor_names[c] for c in codes.tolist()]
         index = self._sensor_index
-        added = [name for name in sensor_pos if name not in index]
-        first = len(self.sensors)
-        index.update(zip(added, range(first, first + len(added)), strict=True))
+        added = [name for name in names if name not in index]
+        start = len(self.sensors)
+        index.update(zip(added, range(start, start + len(added)), strict=True))
         self.sensors.extend(added)
-        ks = np.fromiter(map(index.__getitem__, sensors), dtype=np.int32, count=n)
+        engine_index = np.full(len(sensor_names), -1, dtype=np.int32)
+        engine_index[codes] = np.fromiter(map(index.__getitem__, names), np.int32, len(names))
+        ks = engine_index[sensor]
         if added:
             m = len(added)
             self.sensor_last = np.concatenate([self.sensor_last, np.full(m, NONE, np.int64)])
@@ -286,14 +324,13 @@ class Engine:
             )
         periods = (np.asarray(periods_s, dtype=np.float64) * 1e6).astype(np.int64)
         np.minimum.at(self.sensor_period_us, ks, periods)
-        last = list(sensor_pos.values())
-        stale_keys = [(scoped[p], districts[p], domains[p]) for p in last]
-        stale: dict[tuple[str, str | None, str | None], int] = {}
-        for sk in dict.fromkeys(stale_keys):
-            rule = stale_rule(self.rules, SeriesInfo(sk[0], "", sk[1], sk[2]))
-            stale[sk] = -1 if rule is None else rule
-        rule_of = np.fromiter(map(stale.__getitem__, stale_keys), np.int32, count=len(last))
-        self.sensor_stale_rule[ks[last]] = rule_of
+        stale = np.full(len(places), -2, dtype=np.int32)  # -2: not worked out
+        their = place[last]
+        for p in np.unique(their).tolist():
+            sensor_key, district, domain = places[p]
+            rule = stale_rule(self.rules, SeriesInfo(sensor_key, "", district, domain))
+            stale[p] = -1 if rule is None else rule
+        self.sensor_stale_rule[ks[last]] = stale[their]
         self.sensor_of[s_arr] = ks
         rr, cols = np.nonzero(self.applies[:, s_arr])
         self.slots(rr, s_arr[cols], create=True)
