@@ -219,7 +219,7 @@ def test_a_load_registers_every_series_as_their_rows_one_by_one_would(database_u
 
     def described(a: Alarms) -> list[tuple[object, ...]]:
         e = a.engine
-        out = []
+        out: list[tuple[object, ...]] = []
         for sid in ids:
             k = int(e.sensor_of[sid])
             out.append(
