@@ -98,6 +98,7 @@ PACK_SPACING_S = 0.01  # SenML: between packs, and between the records of a pack
 RECORD_SPACING_S = 0.0001  # PACK_SIZE * RECORD_SPACING_S <= PACK_SPACING_S keeps times distinct
 # Copied at the start of a run; every child imports them from the copy (PYTHONPATH), so the
 # code measured is the code the run started with even while the working tree changes.
+WORKER_ARGV = [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
 CODE_UNDER_TEST = ("ingest", "store", "processing", "pusat", "api", "simulators")
 
 # Aims of the issue; reported as met or not, never asserted.
@@ -845,19 +846,23 @@ class Services:
         argv = [sys.executable, "-m", "bench.ingest", role, json.dumps(asdict(spec))]
         return self.spawn(role, argv, self.env, pipe=True)
 
-    def worker(
+    def worker(self, url: str, root: str, client_id: str, **settings: str) -> Child:
+        """`pusat ingest` on this database and broker; ``settings`` adds `PUSAT_*` variables."""
+        return self.spawn(
+            "pusat-ingest", WORKER_ARGV, self.worker_env(url, root, client_id, settings), pipe=False
+        )
+
+    def worker_env(
         self,
         url: str,
         root: str,
         client_id: str,
+        settings: dict[str, str],
         code: Path | None = None,
-        prefix: Sequence[str] = (),
-        **settings: str,
-    ) -> Child:
-        """`pusat ingest` on this database and broker; ``settings`` adds `PUSAT_*` variables.
-        ``code``: another snapshot of the code to run (``snapshot_code``); ``prefix``: a command
-        that runs the worker (a profiler)."""
-        env = (self.env if code is None else _clean_env(code)) | {
+    ) -> dict[str, str]:
+        """The environment of a worker (``worker``); ``code``: another snapshot of the code
+        (``snapshot_code``) to run instead of this run's."""
+        return (self.env if code is None else _clean_env(code)) | {
             "PUSAT_DATABASE_URL": url,
             "PUSAT_MQTT_URL": self.broker.url,
             "PUSAT_TOPIC_ROOT": root,
@@ -865,8 +870,6 @@ class Services:
             "PUSAT_HOME": str(self.work / "home"),
             **settings,
         }
-        argv = [*prefix, sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
-        return self.spawn("pusat-ingest", argv, env, pipe=False)
 
     def versions(self) -> tuple[str, str]:
         with psycopg.connect(self.pg.url, autocommit=True) as conn:

@@ -195,7 +195,8 @@ def measure(
 ) -> Measure:
     root, client_id = bi._ids("startup")
     bi.presubscribe(svc, client_id, [f"{root}/+/+"])
-    worker = svc.worker(url, root, client_id, code=code)
+    env = svc.worker_env(url, root, client_id, {}, code)
+    worker = svc.spawn("pusat-ingest", bi.WORKER_ARGV, env, pipe=False)
     pid = worker.pid
     spy: subprocess.Popen[bytes] | None = None
     raw = Path.cwd() / f"startup-profile-{uuid.uuid4().hex[:6]}.txt"
