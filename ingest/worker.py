@@ -603,7 +603,7 @@ class Worker:
             log.warning("second database connection unavailable: %s", e)
             return None
         if self._spare is None:
-            self._spare = Writer(conn)
+            self._spare = Writer(conn, share=self._writer)  # one cache of series for both
         else:
             self._spare.reconnect(conn)
         return self._spare
