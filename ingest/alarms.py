@@ -150,7 +150,7 @@ class Alarms:
         " USING (sensor_id)"
     )
 
-    # Read by binary COPY into arrays: no Python object per value (510,001 watermarks took
+    # Read as arrays (copybin.read): no Python object per value (510,001 watermarks took
     # 0.9 s as tuples).
     _WATERMARKS = "SELECT series_id, ts FROM latest_data"
     _WATERMARK_KINDS = ("int4", "timestamptz")
