@@ -701,7 +701,13 @@ class Child:
     """A subprocess of the benchmark; ``stop()`` ends it (SIGTERM, then SIGKILL) if it runs."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], log: Path, pipe: bool
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        pipe: bool,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log = log
@@ -714,6 +720,7 @@ class Child:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe else self._log_file,
             stderr=self._log_file,
+            cwd=cwd,
         )
 
     @property
@@ -835,10 +842,14 @@ class Services:
         self.admin["timescaledb"] = ts.url
         return f"PostgreSQL {row[0] if row else '?'}, TimescaleDB {ext[0] if ext else '?'}"
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], pipe: bool) -> Child:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], pipe: bool, cwd: Path | None = None
+    ) -> Child:
+        """A child process, stopped at the end; ``cwd``: its working folder, which
+        ``python -m`` puts first on its path (ahead of PYTHONPATH's snapshot)."""
         self._children += 1
         log = self.work / f"{self._children:02d}-{name}.log"
-        child = Child(name, argv, env, log, pipe)
+        child = Child(name, argv, env, log, pipe, cwd)
         self.stack.callback(child.stop)
         return child
 

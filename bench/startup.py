@@ -196,7 +196,8 @@ def measure(
     root, client_id = bi._ids("startup")
     bi.presubscribe(svc, client_id, [f"{root}/+/+"])
     env = svc.worker_env(url, root, client_id, {}, code)
-    worker = svc.spawn("pusat-ingest", bi.WORKER_ARGV, env, pipe=False)
+    # In the snapshot's folder: ``python -m`` would import a checkout in the working folder first.
+    worker = svc.spawn("pusat-ingest", bi.WORKER_ARGV, env, pipe=False, cwd=code)
     pid = worker.pid
     spy: subprocess.Popen[bytes] | None = None
     raw = Path.cwd() / f"startup-profile-{uuid.uuid4().hex[:6]}.txt"
