@@ -98,6 +98,7 @@ PACK_SPACING_S = 0.01  # SenML: between packs, and between the records of a pack
 RECORD_SPACING_S = 0.0001  # PACK_SIZE * RECORD_SPACING_S <= PACK_SPACING_S keeps times distinct
 # Copied at the start of a run; every child imports them from the copy (PYTHONPATH), so the
 # code measured is the code the run started with even while the working tree changes.
+WORKER_ARGV = [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
 CODE_UNDER_TEST = ("ingest", "store", "processing", "pusat", "api", "simulators")
 
 # Aims of the issue; reported as met or not, never asserted.
@@ -308,10 +309,11 @@ def _meminfo_kib(key: str) -> int:
     raise BenchError(f"{key} not found in /proc/meminfo")
 
 
-def snapshot_code(dest: Path) -> str:
-    """Copy the packages under test to ``dest``; returns what was copied: the commit, whether
-    the copied folders had uncommitted changes, and a fingerprint of the copied files."""
-    root = Path(__file__).resolve().parent.parent
+def snapshot_code(dest: Path, root: Path | None = None) -> str:
+    """Copy the packages under test (of this checkout, or of ``root``) to ``dest``; returns what
+    was copied: the commit, whether the copied folders had uncommitted changes, and a
+    fingerprint of the copied files."""
+    root = root or Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     packages = [name for name in CODE_UNDER_TEST if (root / name / "__init__.py").exists()]
     for name in packages:
@@ -699,7 +701,13 @@ class Child:
     """A subprocess of the benchmark; ``stop()`` ends it (SIGTERM, then SIGKILL) if it runs."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], log: Path, pipe: bool
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        pipe: bool,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log = log
@@ -712,6 +720,7 @@ class Child:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe else self._log_file,
             stderr=self._log_file,
+            cwd=cwd,
         )
 
     @property
@@ -833,10 +842,14 @@ class Services:
         self.admin["timescaledb"] = ts.url
         return f"PostgreSQL {row[0] if row else '?'}, TimescaleDB {ext[0] if ext else '?'}"
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], pipe: bool) -> Child:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], pipe: bool, cwd: Path | None = None
+    ) -> Child:
+        """A child process, stopped at the end; ``cwd``: its working folder, which
+        ``python -m`` puts first on its path (ahead of PYTHONPATH's snapshot)."""
         self._children += 1
         log = self.work / f"{self._children:02d}-{name}.log"
-        child = Child(name, argv, env, log, pipe)
+        child = Child(name, argv, env, log, pipe, cwd)
         self.stack.callback(child.stop)
         return child
 
@@ -846,7 +859,21 @@ class Services:
 
     def worker(self, url: str, root: str, client_id: str, **settings: str) -> Child:
         """`pusat ingest` on this database and broker; ``settings`` adds `PUSAT_*` variables."""
-        env = self.env | {
+        return self.spawn(
+            "pusat-ingest", WORKER_ARGV, self.worker_env(url, root, client_id, settings), pipe=False
+        )
+
+    def worker_env(
+        self,
+        url: str,
+        root: str,
+        client_id: str,
+        settings: dict[str, str],
+        code: Path | None = None,
+    ) -> dict[str, str]:
+        """The environment of a worker (``worker``); ``code``: another snapshot of the code
+        (``snapshot_code``) to run instead of this run's."""
+        return (self.env if code is None else _clean_env(code)) | {
             "PUSAT_DATABASE_URL": url,
             "PUSAT_MQTT_URL": self.broker.url,
             "PUSAT_TOPIC_ROOT": root,
@@ -854,8 +881,6 @@ class Services:
             "PUSAT_HOME": str(self.work / "home"),
             **settings,
         }
-        argv = [sys.executable, "-m", "pusat", "ingest", "--log-level", "INFO"]
-        return self.spawn("pusat-ingest", argv, env, pipe=False)
 
     def versions(self) -> tuple[str, str]:
         with psycopg.connect(self.pg.url, autocommit=True) as conn:
@@ -887,6 +912,17 @@ def _keep_logs(work: Path, log: Callable[[str], None]) -> Callable[..., bool]:
     return keep
 
 
+def warm_kernels(code: Path) -> None:
+    """Compile processing's kernels into the numba cache of the snapshot in ``code`` once, as a
+    first run after installing would: no measured worker then pays the compiler."""
+    subprocess.run(
+        [sys.executable, "-c", "from processing import kernels; kernels.warm()"],
+        env=_clean_env(code),
+        check=True,
+        timeout=600,
+    )
+
+
 @contextmanager
 def services(log: Callable[[str], None]) -> Iterator[Services]:
     """A durable PostgreSQL with commit timestamps and a Mosquitto, in a temp dir; stopped and
@@ -897,14 +933,7 @@ def services(log: Callable[[str], None]) -> Iterator[Services]:
         stack.push(_keep_logs(work, log))  # runs before the removal
         code = snapshot_code(work / "code")
         env = _clean_env(work / "code")
-        # Compile processing's kernels into the snapshot's numba cache once, as a first run
-        # after installing would: no measured worker then pays the compiler.
-        subprocess.run(
-            [sys.executable, "-c", "from processing import kernels; kernels.warm()"],
-            env=env,
-            check=True,
-            timeout=600,
-        )
+        warm_kernels(work / "code")
         log(f"starting PostgreSQL and Mosquitto in {work}")
         data_dir = work / "pg" / "data"
         pg = start_postgres(data_dir, durable=True)

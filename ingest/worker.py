@@ -203,8 +203,14 @@ class Worker:
         writer = self._open()
         if writer is None:
             return
+        t0 = time.monotonic()
         try:
             self.alarms.reload(writer.conn)
+            log.info(
+                "alarm state of %d series loaded in %.1f s",
+                self.alarms.series,
+                time.monotonic() - t0,
+            )
         except db.RETRYABLE as e:
             self._db_failed("alarms", e)
             log.warning("alarm state not loaded: %s", e)
@@ -597,7 +603,7 @@ class Worker:
             log.warning("second database connection unavailable: %s", e)
             return None
         if self._spare is None:
-            self._spare = Writer(conn)
+            self._spare = Writer(conn, share=self._writer)  # one cache of series for both
         else:
             self._spare.reconnect(conn)
         return self._spare

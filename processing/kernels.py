@@ -59,6 +59,7 @@ def evaluate(
     stale_active: Array,  # bool per sensor
     ptr: Array,  # CSR of the rules of each series: flat[ptr[s]:ptr[s + 1]]
     flat: Array,
+    slot: Array,  # beside flat: the slot of each (rule, series) pair in the state arrays
     kind: Array,  # per rule: THRESHOLD, RATE or FLATLINE
     above: Array,  # bool: the condition is "above" (else "below"; flatline: within tolerance)
     limit: Array,
@@ -66,17 +67,17 @@ def evaluate(
     for_us: Array,
     per: Array,
     max_gap: Array,
-    active: Array,  # per (rule, series): bool
+    active: Array,  # per pair slot: bool
     run_start: Array,  # int64
     last_ts: Array,  # int64
     last_value: Array,  # float64
-    stamp: Array,  # int64 per (rule, series): the last batch that touched the pair
+    stamp: Array,  # int64 per pair slot: the last batch that touched the pair
     batch_no: int,
-) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array]:
     """Run a batch through every rule, reading by reading in arrival order (the reference's
     semantics exactly). Returns the transitions (rule, series, sensor, ts, value, raised; series
-    -1 for a stale alert cleared by fresh data) and the (rule, series) pairs touched, whose
-    state is then in the state arrays."""
+    -1 for a stale alert cleared by fresh data) and the (rule, series) pairs touched with their
+    slots, whose state is then in the state arrays."""
     n = len(series)
     pairs = 0
     for i in range(n):
@@ -91,6 +92,7 @@ def evaluate(
     tr_up = np.empty(cap, dtype=np.bool_)
     touched_rule = np.empty(pairs, dtype=np.int32)
     touched_series = np.empty(pairs, dtype=np.int32)
+    touched_slot = np.empty(pairs, dtype=np.intp)
     m = 0  # transitions
     u = 0  # touched pairs
     for i in range(n):
@@ -115,12 +117,14 @@ def evaluate(
                 m += 1
         for j in range(ptr[s], ptr[s + 1]):
             r = flat[j]
-            if stamp[r, s] != batch_no:
-                stamp[r, s] = batch_no
+            q = slot[j]
+            if stamp[q] != batch_no:
+                stamp[q] = batch_no
                 touched_rule[u] = r
                 touched_series[u] = s
+                touched_slot[u] = q
                 u += 1
-            lt = last_ts[r, s]
+            lt = last_ts[q]
             kr = kind[r]
             if kr == THRESHOLD:
                 valid = True
@@ -130,9 +134,9 @@ def evaluate(
                 x = 0.0
                 if valid:
                     if kr == RATE:
-                        x = (v - last_value[r, s]) * per[r] / (t - lt)
+                        x = (v - last_value[q]) * per[r] / (t - lt)
                     else:
-                        x = abs(v - last_value[r, s])
+                        x = abs(v - last_value[q])
             if kr == FLATLINE:
                 sets = valid and x <= limit[r]
                 clears = valid and x > limit[r]
@@ -143,13 +147,13 @@ def evaluate(
                 sets = valid and x < limit[r]
                 clears = valid and x > clear[r]
             if sets:
-                if run_start[r, s] == NONE:
-                    run_start[r, s] = lt if kr == FLATLINE else t
+                if run_start[q] == NONE:
+                    run_start[q] = lt if kr == FLATLINE else t
             else:
-                run_start[r, s] = NONE
-            raise_ = sets and not active[r, s] and t - run_start[r, s] >= for_us[r]
-            if raise_ or (clears and active[r, s]):
-                active[r, s] = raise_
+                run_start[q] = NONE
+            raise_ = sets and not active[q] and t - run_start[q] >= for_us[r]
+            if raise_ or (clears and active[q]):
+                active[q] = raise_
                 tr_rule[m] = r
                 tr_series[m] = s
                 tr_sensor[m] = k
@@ -157,8 +161,8 @@ def evaluate(
                 tr_value[m] = v
                 tr_up[m] = raise_
                 m += 1
-            last_ts[r, s] = t
-            last_value[r, s] = v
+            last_ts[q] = t
+            last_value[q] = v
     return (
         tr_rule[:m],
         tr_series[:m],
@@ -168,6 +172,7 @@ def evaluate(
         tr_up[:m],
         touched_rule[:u],
         touched_series[:u],
+        touched_slot[:u],
     )
 
 
@@ -311,11 +316,10 @@ def warm() -> None:
     validate(i32, f64, i64, f64, f64, 0, 1)
     ptr = np.zeros(2, dtype=np.intp)
     flat = np.zeros(0, dtype=np.intp)
-    state = np.zeros((1, 1), dtype=np.int64)
     evaluate(
         i32, i64, f64, i64.copy(), i32.copy(), i64.copy(), i32.copy(), np.zeros(1, np.bool_),
-        ptr, flat, np.zeros(1, np.int8), np.zeros(1, np.bool_), f64, f64, i64, f64, i64,
-        np.zeros((1, 1), np.bool_), state.copy(), state.copy(), np.zeros((1, 1)), state.copy(), 1,
+        ptr, flat, flat.copy(), np.zeros(1, np.int8), np.zeros(1, np.bool_), f64, f64, i64, f64,
+        i64, np.zeros(1, np.bool_), i64.copy(), i64.copy(), f64.copy(), i64.copy(), 1,
     )  # fmt: skip
     p = partials(i32, i64, f64, 60)
     coarsen(*p, 3600)

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import itertools
 import json
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -128,13 +129,15 @@ class Writer:
     """Writes batches through one connection. Not thread-safe: one writer per worker thread.
 
     Caches (sensor, quantity) -> series id and the set of provisioned sensors; both only grow,
-    and entries are added only after the rows behind them are committed.
+    and entries are added only after the rows behind them are committed, so writers of one
+    process may ``share`` them (a worker's two connections: one copy of 510,001 series' keys,
+    not two).
     """
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, share: Writer | None = None) -> None:
         self.conn = conn
-        self._series: dict[tuple[str, str], int] = {}
-        self._provisioned: set[str] = set()
+        self._series: dict[tuple[str, str], int] = {} if share is None else share._series
+        self._provisioned: set[str] = set() if share is None else share._provisioned
         self._pending_provisioned: set[str] = set()
         # Redeliveries come in runs (a reconnect replays the unacknowledged window): after a
         # batch that held stored readings, the next goes through staging first.
@@ -199,8 +202,9 @@ class Writer:
                 " USING (sensor_id, quantity)",
                 ([s for s, _, _, _ in rows], [q for _, q, _, _ in rows]),
             ).fetchall()
+        names: dict[str, str] = {}  # one string per sensor, one per quantity: not per series
         for sensor, quantity, sid in found:
-            self._series[(sensor, quantity)] = sid
+            self._series[(names.setdefault(sensor, sensor), sys.intern(quantity))] = sid
 
     # -- the batch ----------------------------------------------------------------------------
 

@@ -179,6 +179,66 @@ def test_threshold_state_is_saved_when_it_changes_and_still_restores(database_ur
     assert saved()[warning][:2] == (True, round((t0 + 10) * 1e6))
 
 
+def test_a_load_registers_every_series_as_their_rows_one_by_one_would(database_url: str) -> None:
+    """A worker's start registers every known series from arrays of codes; what each series
+    gets (its rules, sensor, quantity, and its sensor's stale rule and period) is what the
+    rows of those series registered through the ordinary path give."""
+    S = 1_000_000
+    scoped = [
+        rules.Rule("pm25", "threshold", "warning", above=50),
+        rules.Rule(
+            "pm25", "threshold", "warning", above=40, scope_kind="district", scope_value="D1"
+        ),
+        rules.Rule("flow", "threshold", "warning", above=9, scope_kind="sensor", scope_value="S3"),
+        rules.Rule(
+            "flow", "rate", "critical", above=2, per_us=S, scope_kind="domain", scope_value="air"
+        ),
+        rules.Rule(None, "stale", "warning", factor=3),
+        rules.Rule(None, "stale", "critical", factor=10, scope_kind="district", scope_value="D2"),
+        rules.Rule(None, "stale", "info", factor=2, scope_kind="sensor", scope_value="S1"),
+    ]
+    sensors = [
+        (f"S{i}", [None, "D1", "D2"][i % 3], [None, "air", "traffic"][i % 2]) for i in range(8)
+    ]
+    with psycopg.connect(database_url) as conn:
+        for sensor, district, domain in sensors:
+            conn.execute(
+                "INSERT INTO sensors (sensor_id, district, domain) VALUES (%s, %s, %s)",
+                (sensor, district, domain),
+            )
+            for q in ("pm25", "flow", "odd_quantity")[: 1 + int(sensor[1:]) % 3]:
+                conn.execute(
+                    "INSERT INTO series (sensor_id, quantity) VALUES (%s, %s)", (sensor, q)
+                )
+        conn.commit()
+        loaded = Alarms(scoped, catalogue.load(), "t/v1")
+        loaded.reload(conn)
+        by_rows = Alarms(scoped, catalogue.load(), "t/v1")
+        by_rows._register(conn.execute(Alarms._SERIES).fetchall())
+        ids = [r[0] for r in conn.execute("SELECT series_id FROM series ORDER BY 1").fetchall()]
+
+    def described(a: Alarms) -> list[tuple[object, ...]]:
+        e = a.engine
+        out: list[tuple[object, ...]] = []
+        for sid in ids:
+            k = int(e.sensor_of[sid])
+            out.append(
+                (
+                    sid,
+                    [r for r in range(len(scoped)) if e.applies[r, sid]],
+                    e.sensors[k],
+                    a._quantities[int(a._quantity_of[sid])],
+                    int(e.sensor_stale_rule[k]),
+                    int(e.sensor_period_us[k]),
+                )
+            )
+        return out
+
+    assert loaded.series == by_rows.series == len(ids) > 8
+    assert described(loaded) == described(by_rows)
+    assert sorted(loaded.engine.sensors) == sorted(s for s, _, _ in sensors)
+
+
 def test_stale_sensor_raised_without_data_and_cleared_by_data(
     settings: Settings, publisher: Publisher
 ) -> None:

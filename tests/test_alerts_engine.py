@@ -190,3 +190,25 @@ def test_restored_watermarks_only_move_forward() -> None:
     assert k is not None and int(engine.sensor_last[k]) == 7 * S
     engine.restore_watermarks(np.array([1]), np.array([6 * S]))  # older: no move back
     assert int(engine.watermark[1]) == 7 * S
+
+
+def test_state_is_kept_for_the_pairs_rules_apply_to_only() -> None:
+    """A city's rules each apply to a few quantities: the engine holds state for those pairs
+    (and restored ones), not for every rule of every series."""
+    engine = Engine(RULES, capacity=2)
+    n = 3_000
+    quantities = ["a", "b", "c", "x"]  # "x": no rule applies
+    infos = [SeriesInfo(f"S{i}", quantities[i % 4], None, None) for i in range(n)]
+    engine.register_many(list(range(n)), infos, [60.0] * n)
+    assert engine.pairs == sum(len(applicable(RULES, i)) for i in infos)
+    assert len(engine.active) < 2 * engine.pairs + 1024  # not len(RULES) x series
+    # A pair restored without its rule applying keeps its state, as the dense layout did: when
+    # the series is registered again under a quantity the rule covers, the state is there.
+    engine.restore(0, 3, True, 5 * S, 6 * S, 70.0)  # rule 0 is of "a"; series 3 is "x"
+    assert engine.pairs == sum(len(applicable(RULES, i)) for i in infos) + 1
+    engine.register(3, SeriesInfo("S3", "a", None, None), 60.0)
+    tr, state = engine.evaluate(
+        np.array([3], dtype=np.int32), np.array([7 * S], dtype=np.int64), np.array([10.0])
+    )
+    assert [(r, up) for r, _, _, _, _, up in tr.rows()] == [(0, False)]  # cleared: was active
+    assert state.rule.tolist() == [0, 1] and not state.active.any()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import city, scaleout
+from bench import city, scaleout, startup
 from bench import ingest as bench
 from bench.cli import app
 
@@ -107,3 +107,18 @@ def test_a_small_city_stores_every_reading_and_times_every_query() -> None:
     assert r.series >= r.sensors
     assert set(r.under_load) == set(r.idle) and len(r.under_load) >= 5
     assert r.samples and r.worker_start_s > 0
+
+
+def test_startup_bench_fills_a_city_and_measures_both_codes() -> None:
+    """`python -m bench.startup` on a small city, this code against itself as another
+    checkout: each worker stored the probe on the filled database, every series was filled, and
+    the stream was stored (the run raises otherwise); RSS sampled."""
+    here = str(Path(__file__).resolve().parent.parent)
+    config = startup.Config(sensors=2000, gateways=20, stream_s=5, compare=(here,))
+    out = startup.run(config, log=lambda line: None)
+    assert out["series"] == 2000 * 51 // 10 + 1  # 5.1 quantities a sensor, and the probe's
+    assert len(out["runs"]) == 2
+    for r in out["runs"]:
+        assert r["start_s"] > 0 and r["rss_start_kib"] > 0 and r["published"] > 0
+        assert r["rss_stream_kib"] and "kernels" in r["phases"] and "alarms" in r["phases"]
+    assert "| start-up s |" in startup.markdown(out)

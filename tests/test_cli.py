@@ -48,6 +48,30 @@ def test_every_command_is_documented_with_help() -> None:
         assert out.returncode == 0 and "Usage" in out.stdout, (path, out.stderr)
 
 
+def test_ingest_starts_without_the_benchmarks_modules() -> None:
+    """`pusat ingest` does not import bench (whose query benchmark imports FastAPI and the
+    API); every other command line still has `pusat bench`."""
+    probe = (
+        "import sys; sys.argv = [sys.argv[0], {cmd!r}]; import pusat.cli as c; import typer;"
+        " print(sorted(m for m in ('bench', 'bench.query', 'fastapi') if m in sys.modules),"
+        " 'bench' in typer.main.get_command(c.app).commands)"
+    )
+    out = {}
+    for cmd in ("ingest", "bench"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe.format(cmd=cmd)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            cwd=ROOT,
+            env=env_without_pusat(),
+        )
+        out[cmd] = done.stdout.strip()
+    assert out["ingest"] == "[] False"
+    assert out["bench"] == "['bench', 'bench.query', 'fastapi'] True"
+
+
 def test_every_setting_is_documented() -> None:
     for name in Settings.model_fields:
         assert f"`PUSAT_{name.upper()}`" in README, name

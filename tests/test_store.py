@@ -118,6 +118,21 @@ def test_same_reading_twice_is_stored_once(database_url: str) -> None:
     assert rows(database_url, "SELECT sensor_id, provisioned FROM sensors") == [("S1", False)]
 
 
+def test_writers_sharing_caches_know_each_others_series(database_url: str) -> None:
+    """A worker's two connections share one cache of series (committed rows only): what one
+    registered the other knows without asking the database."""
+    t0 = time.time() - 60
+    r = readings([("S1", "pm25", t0, 10.0), ("S2", "no2", t0, 3.0)])
+    with psycopg.connect(database_url) as conn, psycopg.connect(database_url) as other:
+        first = Writer(conn)
+        ids = first.series_ids(r)
+        second = Writer(other, share=first)
+        other.close()  # any query would fail now
+        assert second.series_ids(r).tolist() == ids.tolist()
+    with psycopg.connect(database_url) as third:  # a writer of its own asks the database
+        assert Writer(third).series_ids(r).tolist() == ids.tolist()
+
+
 def test_a_batch_repeating_a_reading_is_written_again_through_staging(database_url: str) -> None:
     t0 = time.time() - 60
     repeated = [("S1", "pm25", t0, 1.0), ("S1", "pm25", t0, 1.0), ("S1", "pm25", t0 + 1, 2.0)]
