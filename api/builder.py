@@ -9,6 +9,10 @@ the encoded bytes. The process starts at the first build and is replaced if it d
 at a lower CPU priority (``NICE``): on a small machine its builds otherwise took a core from the
 ingest worker, whose lag then grew to tens of seconds; a `latest` a little older is the better
 cost.
+
+Builds run in lanes, one process each: the whole city's answers in one, filtered ones (a
+district's tiles, one sensor) in another, so that a district's 25,000 rows do not wait seconds
+behind a city-wide build.
 """
 
 from __future__ import annotations
@@ -27,29 +31,30 @@ NICE = 10  # added to the build process's niceness
 
 class Builder:
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+        self._pools: dict[str, ProcessPoolExecutor] = {}
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the build process (both must pickle: a module-level function)."""
-        if self._pool is None:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "city") -> T:
+        """``fn(*args)`` in the build process of ``lane`` (both must pickle: a module-level
+        function)."""
+        pool = self._pools.get(lane)
+        if pool is None:
             # spawn, not fork: the API process has threads (the event loop's, the pools')
-            self._pool = ProcessPoolExecutor(
+            pool = self._pools[lane] = ProcessPoolExecutor(
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=os.nice,
                 initargs=(NICE,),
             )
-        pool = self._pool
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except BrokenProcessPool:
             # Killed (out of memory, say): this build fails, the next one gets a new process.
-            if self._pool is pool:
-                self._pool = None
+            if self._pools.get(lane) is pool:
+                del self._pools[lane]
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools.clear()

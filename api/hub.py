@@ -1,17 +1,16 @@
 """The live hub: one LISTEN connection per app, fanned out to every live-stream client.
 
 The ingest writer sends ``NOTIFY pusat_changes`` when a batch or an alarm change commits. The
-hub then reads what changed since its last look (latest values by ``received_at``, alarms by
-``updated_at``) once, and hands each client the events that match its filter. It also looks
-every ``poll_s`` without a notification, so a lost LISTEN connection delays events but never
-loses them.
+hub then reads what changed since its last look (latest values and alarms) once, and hands each
+client the events that match its filter. It also looks every ``poll_s`` without a notification,
+so a lost LISTEN connection delays events but never loses them; and it looks at most once every
+``min_interval_s``, so a city's stream of commits costs one read a second, whatever its rate.
 
-The cursors look back ``MARGIN`` further than the last look, because ``received_at`` is stamped
-by each worker before its batch commits and ``updated_at`` at transaction start: a batch can
-commit after a later-stamped one. A batch held back longer (a worker retrying through a database
-outage commits minutes after it received) is caught by a full look every ``FULL_EVERY_S``, back
-to when the first client connected. What was already sent is remembered per series and per
-alarm, so overlaps never repeat an event.
+"Changed since the last look" means written by a transaction that the last look's snapshot did
+not see. Time stamps cannot say it: ``received_at`` is stamped before a batch commits, and a
+batch retried through a database outage commits minutes after it was received. The snapshot
+test is exact, so the hub needs no look-back margin and never rereads the whole table (which
+with 500,000 series stalled every client once a look-back window covered them all).
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ from store.writer import CHANNEL
 
 log = logging.getLogger(__name__)
 
-MARGIN = timedelta(seconds=10)
-FULL_EVERY_S = 30.0
+# The first look after the first client connects has no snapshot to compare with: it reads what
+# was received since the connection, back by this much (batches commit within a second).
+FIRST_LOOK_BACK = timedelta(seconds=10)
 QUEUE_SIZE = 256  # events a slow client may fall behind by before it is asked to resync
 
 # (kind, the payload's JSON text): encoded once by the hub, whatever the number of clients; the
@@ -72,14 +72,24 @@ class Subscription:
                 self.queue.put_nowait(None)
 
 
-_LATEST = (
-    "SELECT l.series_id, se.sensor_id, se.quantity, se.unit, l.ts, l.value, l.received_at,"
-    " s.domain, s.district FROM latest_data l JOIN series se USING (series_id)"
-    " JOIN sensors s USING (sensor_id) WHERE l.received_at > %s"
+# A row's xmin as a full transaction id, counted back from the current snapshot's xmax (every
+# visible row was written by an older transaction, less than 2^32 ago); and the test whether the
+# previous look's snapshot saw it. age() first: a cheap filter that passes only transactions no
+# older than that snapshot's oldest one, so the exact test runs on those alone.
+_CHANGED = (
+    " age({t}.xmin) <= %(window)s AND NOT pg_visible_in_snapshot(("
+    "%(xmax)s - ((%(xmax)s %% 4294967296 - {t}.xmin::text::bigint + 4294967296) %% 4294967296)"
+    ")::text::xid8, %(prev)s::pg_snapshot)"
 )
-_ALERTS = (
-    f"SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN sensors s USING (sensor_id)"
-    " WHERE a.updated_at > %s"
+_LATEST = (
+    "SELECT se.sensor_id, se.quantity, se.unit, l.ts, l.value, l.received_at, s.domain,"
+    " s.district FROM latest_data l JOIN series se USING (series_id)"
+    " JOIN sensors s USING (sensor_id) WHERE"
+)
+_ALERTS = f"SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN sensors s USING (sensor_id) WHERE"
+_SNAPSHOT = (
+    "SELECT pg_current_snapshot()::text, pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
+    " age((pg_snapshot_xmin(%s::pg_snapshot)::text::bigint %% 4294967296)::text::xid)"
 )
 
 
@@ -91,20 +101,20 @@ class Hub:
         metrics: ApiMetrics,
         catalogue: Catalogue,
         poll_s: float = 5.0,
+        min_interval_s: float = 1.0,
     ) -> None:
         self.database_url = database_url
         self.catalogue = catalogue
         self.pool = pool
         self.metrics = metrics
         self.poll_s = poll_s
+        self.min_interval_s = min_interval_s
         self.subscribers: set[Subscription] = set()
         self.closing = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._epoch = self._latest_cursor = self._alert_cursor = datetime.now(UTC)
-        self._last_full = time.monotonic()
-        self._sent_latest: dict[int, datetime] = {}
-        self._sent_alerts: dict[int, datetime] = {}
+        self._since = datetime.now(UTC)  # the first client's connection
+        self._snapshot: str | None = None  # the last look's, as pg_snapshot text
         self.listening = asyncio.Event()  # set while the LISTEN connection is up
 
     # -- life -------------------------------------------------------------------------------
@@ -136,10 +146,9 @@ class Hub:
         if not self.subscribers:
             # Nobody watched until now: start from here, not from whenever the last one left
             # (clients load a snapshot when their stream opens).
-            self._epoch = self._latest_cursor = self._alert_cursor = datetime.now(UTC)
-            self._last_full = time.monotonic()
-            self._sent_latest.clear()
-            self._sent_alerts.clear()
+            self._since = datetime.now(UTC)
+            self._snapshot = None
+            self._dirty.set()  # take the first snapshot now
         self.subscribers.add(sub)
         self.metrics.live_clients.set(len(self.subscribers))
         return sub
@@ -182,38 +191,41 @@ class Hub:
             self._dirty.clear()
             if not self.subscribers:
                 continue
+            started = time.monotonic()
             try:
                 await self.scan()
             except psycopg.OperationalError as e:
                 log.warning("live stream: scan failed (%s); retrying", e)
                 await asyncio.sleep(1.0)
-            # Batches commit every few hundred ms: one look per burst of notifications.
-            await asyncio.sleep(0.05)
+            # Commits come every few hundred ms: one look for all that came meanwhile.
+            await asyncio.sleep(max(0.0, self.min_interval_s - (time.monotonic() - started)))
 
     async def scan(self) -> None:
         """Read what changed and hand it to the subscribers."""
-        full = time.monotonic() - self._last_full >= FULL_EVERY_S
-        latest_since = (self._epoch if full else self._latest_cursor) - MARGIN
-        alerts_since = (self._epoch if full else self._alert_cursor) - MARGIN
-        async with self.pool.connection() as conn:
-            now = datetime.now(UTC)
-            cur = await conn.execute(_LATEST, (latest_since,))
-            latest = await cur.fetchall()
-            cur = await conn.execute(_ALERTS, (alerts_since,))
+        # One snapshot for both reads and for the next look's comparison.
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur = await conn.execute(_SNAPSHOT, (self._snapshot or "1:1:",))
+            snapshot, xmax, window = await _one(cur)
+            if self._snapshot is None:
+                since = self._since - FIRST_LOOK_BACK
+                cur = await conn.execute(_LATEST + " l.received_at > %s", (since,))
+                latest = await cur.fetchall()
+                cur = await conn.execute(_ALERTS + " a.updated_at > %s", (since,))
+            else:
+                args = {"window": window, "xmax": xmax, "prev": self._snapshot}
+                cur = await conn.execute(_LATEST + _CHANGED.format(t="l"), args)
+                latest = await cur.fetchall()
+                cur = await conn.execute(_ALERTS + _CHANGED.format(t="a"), args)
             alerts = await cur.fetchall()
             names = [d.name for d in cur.description or ()]
         self._fan_latest(latest)
         self._fan_alerts(alerts, names)
-        self._latest_cursor = self._alert_cursor = now
-        if full:
-            self._last_full = time.monotonic()
+        self._snapshot = snapshot
 
     def _fan_latest(self, rows: list[tuple[Any, ...]]) -> None:
         by_domain: dict[str | None, list[dict[str, Any]]] = {}
-        for series, sensor, quantity, unit, ts, value, received, domain, district in rows:
-            if self._sent_latest.get(series, datetime.min.replace(tzinfo=UTC)) >= ts:
-                continue
-            self._sent_latest[series] = ts
+        for sensor, quantity, unit, ts, value, received, domain, district in rows:
             by_domain.setdefault(domain, []).append(
                 {
                     "sensor_id": sensor,
@@ -241,13 +253,15 @@ class Hub:
     def _fan_alerts(self, rows: list[tuple[Any, ...]], names: list[str]) -> None:
         for row in rows:
             a = alert_json(dict(zip(names, row, strict=True)))
-            key, updated = int(a["id"]), row[names.index("updated_at")]
-            if self._sent_alerts.get(key) == updated:
-                continue
-            self._sent_alerts[key] = updated
             text: str | None = None
             for sub in list(self.subscribers):
                 if sub.wants("alerts", a.get("domain")):
                     text = text or orjson.dumps(a).decode()
                     sub.offer(("alert", text))
                     self.metrics.live_events.labels("alert").inc()
+
+
+async def _one(cur: psycopg.AsyncCursor[Any]) -> tuple[Any, ...]:
+    row = await cur.fetchone()
+    assert row is not None  # a SELECT without FROM returns its row
+    return tuple(row)

@@ -160,8 +160,10 @@ async def latest(
         format,
     )
 
+    lane = "filtered" if where else "city"
+
     async def build() -> tuple[bytes, str, dict[str, str]]:
-        return await state.builder.run(build_latest, query)
+        return await state.builder.run(build_latest, query, lane=lane)
 
     key = ("latest", format, tuple(sensors), domain, district, tuple(quantities), bbox, provisioned)
     return await snapshot.answer(state.snapshots, key, build)

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -89,8 +89,10 @@ PUBLIC_NAME = {
 }
 
 
-@dataclass(frozen=True)
-class SeriesRef:
+class SeriesRef(NamedTuple):
+    """One series of a selection. A tuple: a district's 25,000 series are made per request, and
+    a frozen dataclass took 5 us each (a fifth of the API's loop under a city's panels)."""
+
     series_id: int
     sensor_id: str
     quantity: str

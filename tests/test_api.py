@@ -22,6 +22,7 @@ from api.server import ServerThread
 from pusat.embedded.broker import Broker
 from pusat.embedded.ports import free_port
 from pusat.settings import Settings
+from store import db
 from store.writer import QuarantineRow
 from tests.conftest import RunningWorker
 from tests.helpers import Publisher, rows, scalar, wait_for
@@ -671,6 +672,40 @@ def test_live_stream_sends_latest_and_alarm_changes(
     )
     health = city.get("/healthz", role=None).json()
     assert health["live_clients"] == 2
+
+
+def test_live_stream_sends_a_batch_that_commits_long_after_it_was_received(
+    city: Api, streaming: Callable[..., Stream]
+) -> None:
+    """A worker that retried through a database outage commits readings received minutes ago:
+    they reach the stream when they commit, though their stamps are older than the stream."""
+    url = city.settings.database_url or ""
+    upsert = (
+        "INSERT INTO latest_data (series_id, ts, value, received_at)"
+        " SELECT series_id, now(), %s, now() - interval '5 minutes' FROM series"
+        " WHERE sensor_id = 'AQ-P8-01' AND quantity = %s"
+        " ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value,"
+        " received_at = excluded.received_at"
+    )
+    with db.connect(url) as held:
+        held.execute(upsert, (46.25, "pm25"))  # written, not yet committed
+        stream = streaming()
+        # The hub is looking: a write committed now reaches the stream.
+        with db.connect(url) as conn:
+            conn.execute(upsert.replace("5 minutes", "0 minutes"), (8.5, "pm10"))
+            conn.commit()
+            conn.execute("NOTIFY pusat_changes")
+            conn.commit()
+        stream.wait(lambda e, d: e == "latest" and d[0]["value"] == 8.5, "the pm10 value")
+        held.commit()
+        held.execute("NOTIFY pusat_changes")
+        held.commit()
+    _, items = stream.wait(
+        lambda e, d: e == "latest" and any(x["value"] == 46.25 for x in d),
+        "the pm25 value received 5 minutes ago, committed now",
+    )
+    assert [x["quantity"] for x in items] == ["pm25"]
+    assert sum(e == "latest" and d[0]["value"] == 46.25 for e, d in stream.events) == 1
 
 
 # -- health and metrics ----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,33 @@ def test_a_build_runs_in_another_process_and_a_dead_one_is_replaced() -> None:
             second = await builder.run(os.getpid)
             assert second not in (first, os.getpid())
         finally:
+            builder.close()
+
+    asyncio.run(run())
+
+
+def _wait_for(path: str) -> int:
+    """A build that runs until ``path`` exists (a city-wide build that takes long)."""
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return os.getpid()
+
+
+def test_a_filtered_build_does_not_wait_behind_a_city_wide_one(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+
+    async def run() -> None:
+        builder = Builder()
+        try:
+            city = asyncio.ensure_future(builder.run(_wait_for, str(release)))
+            # Served by its own process while the city's build still runs: in one process it
+            # would wait for the release below, which comes only after it.
+            filtered = await asyncio.wait_for(builder.run(os.getpid, lane="filtered"), 60)
+            assert not city.done()
+            release.touch()
+            assert await asyncio.wait_for(city, 60) not in (filtered, os.getpid())
+        finally:
+            release.touch()
             builder.close()
 
     asyncio.run(run())
