@@ -10,9 +10,9 @@ at a lower CPU priority (``NICE``): on a small machine its builds otherwise took
 ingest worker, whose lag then grew to tens of seconds; a `latest` a little older is the better
 cost.
 
-Builds run in lanes, one process each: the whole city's answers in one, filtered ones (a
-district's tiles, one sensor) in another, so that a district's 25,000 rows do not wait seconds
-behind a city-wide build.
+Builds run in lanes, one process each (the callers name them: `latest` has one per format for
+the whole city and one for filtered answers), so that a district's 25,000 rows do not wait
+seconds behind a city-wide build.
 """
 
 from __future__ import annotations

@@ -583,9 +583,9 @@ class Result:
             (
                 "10-million-row CSV export: API peak RSS growth",
                 "< 200 MiB",
-                "not measured (the analyst exports one district's day:"
+                "not measured here (the analyst exports one district's day:"
                 f" {self.under_load.get('export_csv', Timing(0, 0, 0, 0)).max_bytes / 2**20:.0f}"
-                " MiB of CSV)",
+                " MiB of CSV); `pusat bench export` measures it",
                 None,
             )
         )
