@@ -26,16 +26,21 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-NICE = 10  # added to the build process's niceness
+NICE = 10  # added to a build process's niceness
+# The whole city's builds (seconds of CPU each) yield further: at 10, three such processes
+# took enough of a saturated machine to triple ingest's lag p99 (bench/RESULTS.md, run 8).
+NICE_BULK = 19
 
 
 class Builder:
     def __init__(self) -> None:
         self._pools: dict[str, ProcessPoolExecutor] = {}
 
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "city") -> T:
+    async def run(
+        self, fn: Callable[..., T], *args: Any, lane: str = "city", nice: int = NICE
+    ) -> T:
         """``fn(*args)`` in the build process of ``lane`` (both must pickle: a module-level
-        function)."""
+        function); a new process gets ``nice`` added to its niceness."""
         pool = self._pools.get(lane)
         if pool is None:
             # spawn, not fork: the API process has threads (the event loop's, the pools')
@@ -43,7 +48,7 @@ class Builder:
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=os.nice,
-                initargs=(NICE,),
+                initargs=(nice,),
             )
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
