@@ -21,7 +21,7 @@ from api.sensors import filters
 from api.state import ApiState, get_state
 from api.tables import MEDIA, Column, Format, Table, headers_for, json_rows, respond
 from processing.catalogue import Catalogue
-from store.copybin import PG_EPOCH_US
+from store import copybin
 
 router = APIRouter(prefix="/api/v1", tags=["latest"])
 
@@ -43,11 +43,16 @@ class LatestValue(BaseModel):
     lon: float | None = None
 
 
+# The numbers first (lat and lon NaN where unknown), then the texts: read as columns by
+# store.copybin, not as a Python tuple of ten per row (reading 510,000 rows as tuples and
+# zipping them into columns was a third of a city's build).
 _SQL = (
-    "SELECT se.sensor_id, se.quantity, se.unit, l.ts, l.value, l.received_at, s.domain,"
-    " s.district, s.lat, s.lon FROM latest_data l JOIN series se USING (series_id)"
-    " JOIN sensors s USING (sensor_id)"
+    "SELECT l.ts, l.value, l.received_at, coalesce(s.lat, 'NaN'), coalesce(s.lon, 'NaN'),"
+    " se.sensor_id, se.quantity, se.unit, s.domain, s.district FROM latest_data l"
+    " JOIN series se USING (series_id) JOIN sensors s USING (sensor_id)"
 )
+_NUMBERS = ("timestamptz", "float8", "timestamptz", "float8", "float8")
+_TEXTS = 5
 
 
 @dataclass(frozen=True)
@@ -81,22 +86,6 @@ def build_latest(q: LatestQuery) -> tuple[bytes, str, dict[str, str]]:
     return bytes(r.body), MEDIA[q.format], headers_for(table, q.format, "latest")
 
 
-# The numbers of every row packed into one bytea, the texts as one array each: read as a few
-# values, not a Python tuple of ten per row (reading 510,000 rows as tuples and zipping them
-# into columns was a third of a city's build). One aggregate reads the ordered rows once, so
-# every column has them in the same order.
-_NUMBERS = np.dtype(
-    [("ts", ">i8"), ("value", ">f8"), ("received", ">i8"), ("lat", ">f8"), ("lon", ">f8")]
-)
-_COLUMNS = (
-    "SELECT count(*), string_agg(timestamptz_send(q.ts) || float8send(q.value)"
-    " || timestamptz_send(q.received_at) || float8send(coalesce(q.lat, 'NaN'))"
-    " || float8send(coalesce(q.lon, 'NaN')), ''::bytea), array_agg(q.sensor_id),"
-    " array_agg(q.quantity), array_agg(q.unit), array_agg(q.domain), array_agg(q.district)"
-    " FROM ({}) q"
-)
-
-
 @dataclass
 class Columns:
     sensor: list[str]
@@ -104,26 +93,25 @@ class Columns:
     unit: list[str | None]
     domain: list[str | None]
     district: list[str | None]
-    numbers: npt.NDArray[Any]  # of _NUMBERS, in native byte order; times in Unix microseconds
+    ts_us: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    received_us: npt.NDArray[np.int64]
+    lat: npt.NDArray[np.float64]  # NaN: unknown
+    lon: npt.NDArray[np.float64]
 
 
 def _columns(conn: psycopg.Connection[Any], sql: str, params: list[Any]) -> Columns:
-    row = conn.cursor(binary=True).execute(_COLUMNS.format(sql), params).fetchone()
-    assert row is not None  # an aggregate without GROUP BY returns one row
-    count, packed, *texts = row
-    numbers = np.frombuffer(packed or b"", dtype=_NUMBERS)
-    if len(numbers) != count:
-        raise ValueError(f"latest: {count} rows but {len(numbers)} packed")
-    native = numbers.astype(numbers.dtype.newbyteorder("="))
-    for t in ("ts", "received"):
-        native[t] += PG_EPOCH_US
-    sensor, quantity, unit, domain, district = (list(t or []) for t in texts)
-    return Columns(sensor, quantity, unit, domain, district, native)
+    numbers, texts = copybin.read_with_texts(
+        conn.cursor(binary=True), sql, params, _NUMBERS, _TEXTS
+    )
+    sensor, quantity, unit, domain, district = texts
+    ts_us, value, received_us, lat, lon = numbers
+    return Columns(sensor, quantity, unit, domain, district, ts_us, value, received_us, lat, lon)
 
 
 def _table(catalogue: Catalogue, c: Columns) -> Table:
     now_us = int(datetime.now(UTC).timestamp() * 1e6)
-    ts_us, received_us = c.numbers["ts"], c.numbers["received"]
+    ts_us, received_us = c.ts_us, c.received_us
     periods = {q: freshness.period_s(catalogue, q) for q in set(c.quantity)}
     period = np.array([periods[q] for q in c.quantity], dtype=np.float64)
     age = (now_us - ts_us) / 1e6
@@ -133,7 +121,7 @@ def _table(catalogue: Catalogue, c: Columns) -> Table:
             Column("quantity", "text", c.quantity),
             Column("unit", "text", c.unit),
             Column("ts", "time", ts_us),
-            Column("value", "float", c.numbers["value"]),
+            Column("value", "float", c.value),
             Column("received_at", "time", received_us),
             Column("age_s", "float", np.round(age, 3)),
             Column("lag_s", "float", np.round((received_us - ts_us) / 1e6, 3)),
@@ -141,8 +129,8 @@ def _table(catalogue: Catalogue, c: Columns) -> Table:
             Column("period_s", "float", period),
             Column("domain", "text", c.domain),
             Column("district", "text", c.district),
-            Column("lat", "float", c.numbers["lat"]),
-            Column("lon", "float", c.numbers["lon"]),
+            Column("lat", "float", c.lat),
+            Column("lon", "float", c.lon),
         ]
     )
 

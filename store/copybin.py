@@ -61,23 +61,36 @@ def read(
     Python object per value (fetchall) nor a message per row (COPY, which psycopg hands over
     one row at a time: a second for 510,001 rows).
     """
-    names = [f"c{i}" for i in range(len(kinds))]
-    packed = " || ".join(f"{SEND[k]}(q.{n})" for k, n in zip(kinds, names, strict=True))
+    return read_with_texts(cur, query, params, kinds, 0)[0]
+
+
+def read_with_texts(
+    cur: psycopg.Cursor[Any], query: str, params: Sequence[Any], kinds: Sequence[str], texts: int
+) -> tuple[list[npt.NDArray[Any]], list[list[Any]]]:
+    """``read`` for a query whose ``kinds`` columns are followed by ``texts`` columns of any
+    type (NULL allowed), each of those read as one array: the arrays, and those as lists. One
+    aggregate reads the rows once, so every column has them in the same order."""
+    names = [f"c{i}" for i in range(len(kinds) + texts)]
+    fixed = names[: len(kinds)]
+    packed = " || ".join(f"{SEND[k]}(q.{n})" for k, n in zip(kinds, fixed, strict=True))
+    arrays = "".join(f", array_agg(q.{n})" for n in names[len(kinds) :])
     row = cur.execute(
-        f"SELECT count(*), string_agg({packed}, ''::bytea) FROM ({query}) q({', '.join(names)})",
+        f"SELECT count(*), string_agg({packed}, ''::bytea){arrays}"
+        f" FROM ({query}) q({', '.join(names)})",
         params,
     ).fetchone()
     assert row is not None
-    count, data = int(row[0]), row[1] or b""
-    dt = np.dtype([(n, TYPES[k]) for n, k in zip(names, kinds, strict=True)])
+    count, data, *lists = row
+    count, data = int(count), data or b""
+    dt = np.dtype([(n, TYPES[k]) for n, k in zip(fixed, kinds, strict=True)])
     if len(data) != count * dt.itemsize:
         raise ValueError(f"a NULL, or other columns than {', '.join(kinds)}")
     got = np.frombuffer(data, dtype=dt)
     out: list[npt.NDArray[Any]] = []
-    for n, kind in zip(names, kinds, strict=True):
+    for n, kind in zip(fixed, kinds, strict=True):
         values = got[n].astype(np.dtype(TYPES[kind]).newbyteorder("="))
         out.append(values + PG_EPOCH_US if kind == "timestamptz" else values)
-    return out
+    return out, [list(x or []) for x in lists]
 
 
 def array(kind: str, values: npt.NDArray[np.generic]) -> bytes:
