@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import statistics
 import sys
 import threading
@@ -447,8 +448,6 @@ def spawn_publishers(
     ]  # fmt: skip
 
 
-
-
 @dataclass(frozen=True)
 class Timing:
     count: int
@@ -475,6 +474,13 @@ class Sample:
     worker_kib: int
     api_kib: int
     load1: float
+    # CPU seconds used so far (user + system): the worker; the API with its build processes;
+    # the PostgreSQL server with every backend (exited ones through the postmaster's cutime)
+    worker_cpu_s: float = 0.0
+    api_cpu_s: float = 0.0
+    pg_cpu_s: float = 0.0
+    checkpoints: int = 0  # timed + requested, since the server started
+    vacuuming: str = ""  # the tables (auto)vacuum is working on at that moment
 
 
 @dataclass
@@ -500,6 +506,7 @@ class Result:
     sse_bytes_per_s: float
     query_errors: list[str]
     samples: list[Sample]
+    lag_p99_windows_ms: list[float]  # per window between two shown samples (``shown``)
     bytes_per_million: dict[str, float]
     table_bytes: dict[str, int]
     worker_start_s: float
@@ -614,6 +621,43 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (field 3 first); [] once it has gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _cpu_s(root: int) -> float:
+    """CPU seconds of ``root`` and of its children: live ones read, exited ones as cutime."""
+    own = _stat(root)
+    if not own:
+        return 0.0
+    ticks = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(root):
+            f = _stat(int(entry.name))
+            if f and f[1] == str(root):  # ppid
+                ticks += int(f[11]) + int(f[12])
+    return ticks * _TICK_S
+
+
+def _postmaster(pg: Any) -> int:
+    return int((Path(pg.data_dir) / "postmaster.pid").read_text().split()[0])
+
+
+_SERVER_STATE = (
+    "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),"
+    " (SELECT string_agg(DISTINCT relid::regclass::text || ' ' || phase, ', ')"
+    " FROM pg_stat_progress_vacuum)"
+)
+
+
 def _count(url: str, query: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(query.encode()).fetchone()
@@ -678,6 +722,21 @@ def _lag(url: str, since: int) -> tuple[float, float, float]:
     if row is None or row[0] is None:
         raise bi.BenchError("no lag: no readings or no commit timestamps")
     return float(row[0][0]), float(row[0][1]), float(row[1])
+
+
+def _lag_windows(url: str, since: int, edges: list[float]) -> list[float]:
+    """Lag p99 (ms) of the readings whose event time falls in each window between two edges
+    (seconds since ``since``): the lag over time, beside the samples; NaN for an empty one."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT width_bucket(extract(epoch FROM ts) - %s, %s::float8[]) AS w,"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY"
+            " extract(epoch FROM pg_xact_commit_timestamp(xmin) - ts) * 1e3)"
+            " FROM reading_data WHERE ts >= to_timestamp(%s) GROUP BY w",
+            (since, edges, since),
+        ).fetchall()
+    found = {int(w): float(p) for w, p in rows}
+    return [found.get(i, math.nan) for i in range(1, len(edges))]
 
 
 def _sizes(url: str, tier: str) -> dict[str, int]:
@@ -749,23 +808,30 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         _probe(svc, url, root, worker)
         log(f"publishing {rate:,.0f} readings/s for {publish_s} s")
         start = int(time.time()) + 3
-        publishers = spawn_publishers(
-            svc, root, config.sensors, config.gateways, start, publish_s
-        )
+        publishers = spawn_publishers(svc, root, config.sensors, config.gateways, start, publish_s)
         samples: list[Sample] = []
         stop_sampling = threading.Event()
 
+        postmaster = _postmaster(svc.pg)
+
         def sample() -> None:
-            while not stop_sampling.is_set():
-                samples.append(
-                    Sample(
-                        time.time() - start,
-                        _rss_kib(worker.pid),
-                        _rss_kib(api.pid),
-                        float(_loadavg().split()[0]),
+            with psycopg.connect(url, autocommit=True) as conn:
+                while not stop_sampling.is_set():
+                    row = conn.execute(_SERVER_STATE).fetchone()
+                    samples.append(
+                        Sample(
+                            time.time() - start,
+                            _rss_kib(worker.pid),
+                            _rss_kib(api.pid),
+                            float(_loadavg().split()[0]),
+                            _cpu_s(worker.pid),
+                            _cpu_s(api.pid),
+                            _cpu_s(postmaster),
+                            int(row[0]) if row else 0,
+                            str(row[1] or "") if row else "",
+                        )
                     )
-                )
-                stop_sampling.wait(SAMPLE_S)
+                    stop_sampling.wait(SAMPLE_S)
 
         sampler = threading.Thread(target=sample, daemon=True)
         # The queries start once the stream runs (a tenth in) and end with it.
@@ -812,6 +878,7 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
             pipe=True,
         ).finish(config.idle_seconds + 600)
         lag = _lag(url, start)
+        lag_windows = _lag_windows(url, start, [0.0, *(x.at_s for x in shown(samples))])
         sizes = _sizes(url, tier)
         series = _count(url, "SELECT count(*) FROM series")
         quarantined = _count(url, "SELECT count(*) FROM quarantine")
@@ -864,6 +931,7 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         sse_bytes_per_s=float(loaded["sse"].get("bytes", 0)) / float(loaded["seconds"]),
         query_errors=errors,
         samples=samples,
+        lag_p99_windows_ms=lag_windows,
         bytes_per_million={t: b / readings * 1e6 for t, b in sizes.items()},
         table_bytes=sizes,
         worker_start_s=worker_start_s,
@@ -880,8 +948,63 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
 # -- the report -----------------------------------------------------------------------------------
 
 
+def shown(samples: list[Sample]) -> list[Sample]:
+    """The samples the report's over-time table shows: about a dozen."""
+    return samples[:: max(1, len(samples) // 12)]
+
+
+def _per_core(samples: list[Sample], cpu: Callable[[Sample], float]) -> list[str]:
+    """CPU use between two shown samples, in % of one core."""
+    out, before = [], (0.0, cpu(samples[0]) if samples else 0.0)
+    for x in shown(samples):
+        dt = x.at_s - before[0]
+        out.append(f"{(cpu(x) - before[1]) / dt * 100:.0f}" if dt > 0 else "-")
+        before = (x.at_s, cpu(x))
+    return out
+
+
 def _met(met: bool | None) -> str:
     return "n/a" if met is None else ("yes" if met else "**no**")
+
+
+def _over_time(r: Result) -> list[str]:
+    at = shown(r.samples)
+
+    def row(name: str, cells: list[str]) -> str:
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    first = r.samples[0].at_s if r.samples else 0.0
+    rows = [
+        row("over time (s since the stream began)", [f"{x.at_s:.0f}" for x in at]),
+        "|---|" + "---|" * len(at),
+        row("worker RSS MiB", [f"{x.worker_kib / 1024:.0f}" for x in at]),
+        row("API RSS MiB", [f"{x.api_kib / 1024:.0f}" for x in at]),
+        row("load average", [f"{x.load1:.1f}" for x in at]),
+        row(
+            "lag p99 s (readings since the column before)",
+            [f"{v / 1e3:.1f}" for v in r.lag_p99_windows_ms],
+        ),
+        row("worker CPU %", _per_core(r.samples, lambda x: x.worker_cpu_s)),
+        row("API CPU % (with its build processes)", _per_core(r.samples, lambda x: x.api_cpu_s)),
+    ]
+    if r.tier == "postgresql":
+        rows += [
+            row("PostgreSQL CPU % (all backends)", _per_core(r.samples, lambda x: x.pg_cpu_s)),
+            row("checkpoints so far", [str(x.checkpoints) for x in at]),
+        ]
+    vacuums: list[list[Any]] = []  # [from s, to s, what]: runs of samples alike
+    for x in r.samples:
+        if vacuums and vacuums[-1][2] == x.vacuuming:
+            vacuums[-1][1] = x.at_s
+        else:
+            vacuums.append([x.at_s, x.at_s, x.vacuuming])
+    vacuums_text = "; ".join(f"{a:.0f}-{b:.0f} s: {what}" for a, b, what in vacuums if what)
+    notes = [
+        "",
+        "Vacuum at work when sampled (every"
+        f" {SAMPLE_S:g} s from {first:.0f} s): {vacuums_text or 'never'}.",
+    ]
+    return rows + notes
 
 
 def markdown(r: Result) -> str:
@@ -935,21 +1058,7 @@ def markdown(r: Result) -> str:
         f" {r.sse_bytes_per_s / 1024:.1f} KiB/s under ingest."
         + (f" Query errors: {'; '.join(r.query_errors)}." if r.query_errors else ""),
         "",
-        "| RSS over time (s since the stream began) | "
-        + " | ".join(f"{s.at_s:.0f}" for s in r.samples[:: max(1, len(r.samples) // 12)])
-        + " |",
-        "|---|" + "---|" * len(r.samples[:: max(1, len(r.samples) // 12)]),
-        "| worker MiB | "
-        + " | ".join(
-            f"{s.worker_kib / 1024:.0f}" for s in r.samples[:: max(1, len(r.samples) // 12)]
-        )
-        + " |",
-        "| API MiB | "
-        + " | ".join(f"{s.api_kib / 1024:.0f}" for s in r.samples[:: max(1, len(r.samples) // 12)])
-        + " |",
-        "| load average | "
-        + " | ".join(f"{s.load1:.1f}" for s in r.samples[:: max(1, len(r.samples) // 12)])
-        + " |",
+        *_over_time(r),
         "",
         "| database | bytes | bytes per million readings |",
         "|---|---|---|",

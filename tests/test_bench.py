@@ -107,6 +107,13 @@ def test_a_small_city_stores_every_reading_and_times_every_query() -> None:
     assert r.series >= r.sensors
     assert set(r.under_load) == set(r.idle) and len(r.under_load) >= 5
     assert r.samples and r.worker_start_s > 0
+    # the diagnostics over time: CPU counted for each role, lag per window, all in the report
+    last = r.samples[-1]
+    assert last.worker_cpu_s > 0 and last.api_cpu_s > 0 and last.pg_cpu_s > 0
+    assert len(r.lag_p99_windows_ms) == len(city.shown(r.samples))
+    assert any(math.isfinite(v) and v > 0 for v in r.lag_p99_windows_ms)
+    report = city.markdown(r)
+    assert "| PostgreSQL CPU % (all backends) |" in report and "lag p99 s" in report
 
 
 def test_startup_bench_fills_a_city_and_measures_both_codes() -> None:
