@@ -34,6 +34,7 @@ from api.hub import Hub
 from api.metrics import ApiMetrics
 from api.open_data import router as open_data_router
 from api.public_guard import PublicGuard
+from api.series import GroupCache
 from api.snapshot import Snapshots
 from api.sta import router as sta_router
 from api.state import ApiState
@@ -141,6 +142,7 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
             catalogue=cat,
             metrics=metrics,
             tokens=TokenCache(settings.api_token_cache_s),
+            district_groups=GroupCache(settings.api_group_cache_s),
             hub=hub,
             snapshots=Snapshots(
                 settings.api_latest_snapshot_s,

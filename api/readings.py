@@ -14,7 +14,7 @@ from api.auth import Viewer
 from api.errors import bad_request, responses
 from api.params import DURATION_PATTERN, csv_list, duration_s, window
 from api.state import ApiState, get_state
-from api.tables import Format, openapi_content, respond
+from api.tables import Format, Table, openapi_content, respond
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -175,7 +175,9 @@ async def readings(
     District and city panels: `group=district` (or `domain`) merges each quantity over the
     selected sensors of each district, one series per district and quantity, in a column named
     after the group instead of `sensor_id`: the mean is weighted by readings, min and max are
-    over all, counts and sums add. The answer stays as small as one sensor's.
+    over all, counts and sums add. The answer stays as small as one sensor's. A whole district
+    (no `sensor` or `domain` with it) at minute or hour steps comes from the district rollups
+    (`query.table`), where a reading counts in the district its sensor was in when stored.
     """
     s, e = window(start, end, timedelta(hours=24))
     ask = ts.Ask(
@@ -192,6 +194,15 @@ async def readings(
     sel = ts.Selection(csv_list(sensor), csv_list(quantity), district, domain)
     tier = await state.tier()
     async with state.read_pool.connection() as conn:
+        if ts.from_district_rollups(sel, group):
+            groups = await state.district_groups.groups(conn, sel)
+            plan = ts.make_plan(ask, groups, state.catalogue, state.settings.api_max_points)
+            if plan.step_s is not None and plan.resolution in ts.DISTRICT_TABLE:
+                assert sel.district is not None
+                result = await ts.fetch_district(
+                    conn, plan, sel.district, groups, tier.bucket_function
+                )
+                return _answer(result, tier.name, format)
         found = await ts.resolve(conn, sel)
         grouping = None if group is ts.Group.sensor else ts.group_series(found, group)
         answered = found if grouping is None else grouping.groups
@@ -212,16 +223,26 @@ async def readings(
                 before,
                 grouping,
             )
-    query = ts.describe(result, tier.name)
+    if plan.step_s is None and format is not Format.json:
+        rows = state.settings.api_export_chunk_rows
+        table = _described(result, tier.name)
+        return export.streamed(state.read_pool, plan, found, table, format, rows, "readings")
+    return _answer(result, tier.name, format)
+
+
+def _described(result: ts.Result, tier: str) -> Table:
+    """The result's table with the query described beside it and in the headers."""
+    query = ts.describe(result, tier)
     table = result.table
     table.extra = {"query": query, "before": result.before}
     table.headers = {
-        "X-Pusat-Resolution": plan.resolution.value,
+        "X-Pusat-Resolution": result.plan.resolution.value,
         "X-Pusat-Step": query["step"] or "raw",
         "X-Pusat-Start": query["start"],
         "X-Pusat-End": query["end"],
     }
-    if plan.step_s is None and format is not Format.json:
-        rows = state.settings.api_export_chunk_rows
-        return export.streamed(state.read_pool, plan, found, table, format, rows, "readings")
-    return respond(table, format, "readings")
+    return table
+
+
+def _answer(result: ts.Result, tier: str, format: Format) -> Response:
+    return respond(_described(result, tier), format, "readings")

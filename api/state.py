@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.builder import Builder
 from api.metrics import ApiMetrics
+from api.series import GroupCache
 from api.snapshot import Snapshots
 from processing.catalogue import Catalogue
 from pusat.settings import Settings
@@ -37,6 +38,7 @@ class ApiState:
     hub: Hub
     snapshots: Snapshots
     builder: Builder
+    district_groups: GroupCache
     _tier: tiers.Tier | None = field(default=None, repr=False)
     _tier_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

@@ -684,9 +684,13 @@ def wait_until(
 
 def _clean_env(code_dir: Path) -> dict[str, str]:
     """Our environment without PUSAT_* settings (children get only what the benchmark sets),
-    importing the code under test from the run's snapshot."""
+    importing the code under test from the run's snapshot, and the benchmark itself (not under
+    test) from this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSAT_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), env.get("PYTHONPATH")]))
+    checkout = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(code_dir), checkout, env.get("PYTHONPATH")])
+    )
     return env
 
 
@@ -846,10 +850,12 @@ class Services:
         self, name: str, argv: list[str], env: dict[str, str], pipe: bool, cwd: Path | None = None
     ) -> Child:
         """A child process, stopped at the end; ``cwd``: its working folder, which
-        ``python -m`` puts first on its path (ahead of PYTHONPATH's snapshot)."""
+        ``python -m`` puts first on its path (ahead of PYTHONPATH's snapshot). By default the
+        run's own folder: from the checkout, a child would import the code as it is edited
+        during the run, not the snapshot."""
         self._children += 1
         log = self.work / f"{self._children:02d}-{name}.log"
-        child = Child(name, argv, env, log, pipe, cwd)
+        child = Child(name, argv, env, log, pipe, cwd or self.work)
         self.stack.callback(child.stop)
         return child
 

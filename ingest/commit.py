@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from ingest.alarms import Alarms
 from processing import latest, rollups
-from store.writer import AlarmState, Batch, DirectCopy, Latest, Redelivered, Tx, Writer
+from store.writer import AlarmState, Batch, DirectCopy, Latest, Named, Redelivered, Tx, Writer
 
 
 @dataclass(frozen=True)
@@ -173,9 +173,13 @@ def _merge(
     r = batch.readings
     if new is None or len(new) == len(r):  # the usual case: every reading is new, no copies needed
         s, t, v, received = series, r.ts_us, r.value, r.received_us
+        sensor, quantity = r.sensor, r.quantity
     else:
         s, t, v, received = series[new], r.ts_us[new], r.value[new], r.received_us[new]
+        sensor = [r.sensor[i] for i in new.tolist()]
+        quantity = [r.quantity[i] for i in new.tolist()]
     minute = rollups.of_readings(s, t, v, rollups.MINUTE_US)
+    named = Named.of(minute.series, s, sensor, quantity)
     top = latest.newest(minute)
     # latest's received_at: when this batch's newest message arrived (within the batch window of
     # the reading's own arrival)
@@ -192,5 +196,5 @@ def _merge(
         touched = alarms.apply(tx.cur, transitions)  # rare: nothing to do when none changed
     changes = (len(s), len(touched), len(batch.quarantine), len(batch.sensors))
     hour = rollups.coarsen(minute, rollups.HOUR_US)
-    tx.merge(minute, hour, newest, state, batch.gateways_seen, changes)
+    tx.merge(minute, named, hour, newest, state, batch.gateways_seen, changes)
     return touched

@@ -204,6 +204,11 @@ class Settings(BaseSettings):
     api_token_cache_s: float = Field(
         10.0, ge=0, description="how long a checked API token is trusted before a re-check"
     )
+    api_group_cache_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a district's series counts are kept for its panels (group=district)",
+    )
     wall_stale_s: float = Field(
         120.0, gt=0, description="the wall's freshness indicator turns red after this silence"
     )

@@ -45,6 +45,8 @@ def targets(r: Retention) -> list[Target]:
         Target("reading_data", "ts", r.readings_days),
         Target("rollup_1m_data", "bucket", r.rollup_1m_days),
         Target("rollup_1h_data", "bucket", r.rollup_1h_days),
+        Target("district_rollup_1m_data", "bucket", r.rollup_1m_days),
+        Target("district_rollup_1h_data", "bucket", r.rollup_1h_days),
         Target("quarantine", "received_at", r.quarantine_days),
     ]
 
@@ -178,6 +180,8 @@ def _status(conn: psycopg.Connection[Any], tier: Tier) -> list[TableStatus]:
         "reading_data",
         "rollup_1m_data",
         "rollup_1h_data",
+        "district_rollup_1m_data",
+        "district_rollup_1h_data",
         "quarantine",
         "alerts",
         "alert_events",

@@ -358,10 +358,7 @@ def _unnest(types: Sequence[str]) -> str:
 
 
 # Merging partials: the same rules as processing.rollups.merge, in SQL.
-_MERGE_ROLLUP = """{name} AS (
-INSERT INTO {table} AS t (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-SELECT * FROM {rows}
-ON CONFLICT (series_id, bucket) DO UPDATE SET
+_MERGE_SET = """
   count = t.count + excluded.count,
   sum = t.sum + excluded.sum,
   min = least(t.min, excluded.min),
@@ -369,7 +366,42 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
   first_ts = least(t.first_ts, excluded.first_ts),
   first = CASE WHEN excluded.first_ts < t.first_ts THEN excluded.first ELSE t.first END,
   last_ts = greatest(t.last_ts, excluded.last_ts),
-  last = CASE WHEN excluded.last_ts > t.last_ts THEN excluded.last ELSE t.last END)"""
+  last = CASE WHEN excluded.last_ts > t.last_ts THEN excluded.last ELSE t.last END"""
+_PARTIAL_COLUMNS = "count, sum, min, max, first_ts, first, last_ts, last"
+_MERGE_ROLLUP = f"""{{name}}_rows AS (
+SELECT * FROM {{rows}} AS p (series_id, bucket, {_PARTIAL_COLUMNS}{{extra}})),
+{{name}} AS (
+INSERT INTO {{table}} AS t (series_id, bucket, {_PARTIAL_COLUMNS})
+SELECT series_id, bucket, {_PARTIAL_COLUMNS} FROM {{name}}_rows
+ON CONFLICT (series_id, bucket) DO UPDATE SET{_MERGE_SET})"""
+# Partials of several rows merged into one (a GROUP BY's select list).
+_MERGED = """sum(count) AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+  min(first_ts) AS first_ts, (array_agg(first ORDER BY first_ts))[1] AS first,
+  max(last_ts) AS last_ts, (array_agg(last ORDER BY last_ts DESC))[1] AS last"""
+# The district rollups, from the batch's minute partials, whose rows name their sensor and
+# quantity by position in two short lists (``Named``): the districts are looked up once per
+# sensor of the batch, in this transaction (so a sensor moved by this batch counts in its new
+# district), not once per series. The hour from those. Rows in key order: two workers merging
+# into the same districts lock them in the same order.
+_MERGE_DISTRICTS = f"""district_of AS (
+SELECT n.i::int4 AS sensor_i, s.district
+FROM unnest(%s::text[]) WITH ORDINALITY AS n(sensor_id, i)
+CROSS JOIN LATERAL (SELECT district FROM sensors s WHERE s.sensor_id = n.sensor_id
+  AND s.district <> '' OFFSET 0) s),
+district_rows AS (
+SELECT d.district, q.quantity, p.bucket, {_MERGED}
+FROM minute_rows p JOIN district_of d USING (sensor_i)
+JOIN unnest(%s::text[]) WITH ORDINALITY AS q(quantity, i) ON q.i = p.quantity_i
+GROUP BY 1, 2, 3),
+district_minute AS (
+INSERT INTO district_rollup_1m_data AS t (district, quantity, bucket, {_PARTIAL_COLUMNS})
+SELECT * FROM district_rows ORDER BY 1, 2, 3
+ON CONFLICT (district, quantity, bucket) DO UPDATE SET{_MERGE_SET}),
+district_hour AS (
+INSERT INTO district_rollup_1h_data AS t (district, quantity, bucket, {_PARTIAL_COLUMNS})
+SELECT district, quantity, date_bin('1 hour', bucket, '1970-01-01T00:00:00Z'), {_MERGED}
+FROM district_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (district, quantity, bucket) DO UPDATE SET{_MERGE_SET})"""
 _MERGE_LATEST = f"""newest AS (
 INSERT INTO latest_data AS t (series_id, ts, value, received_at)
 SELECT * FROM {_unnest(LATEST_TYPES)}
@@ -390,8 +422,16 @@ def _merge_sql(alarm_state: bool) -> bytes:
     """One statement for everything new readings change besides `reading_data`: data-modifying
     CTEs (each runs once, to completion, whether read or not) and the notification."""
     ctes = [
-        _MERGE_ROLLUP.format(name="minute", table="rollup_1m_data", rows=_unnest(PARTIAL_TYPES)),
-        _MERGE_ROLLUP.format(name="hour", table="rollup_1h_data", rows=_unnest(PARTIAL_TYPES)),
+        _MERGE_ROLLUP.format(
+            name="minute",
+            table="rollup_1m_data",
+            rows=_unnest((*PARTIAL_TYPES, "int4", "int4")),
+            extra=", sensor_i, quantity_i",
+        ),
+        _MERGE_ROLLUP.format(
+            name="hour", table="rollup_1h_data", rows=_unnest(PARTIAL_TYPES), extra=""
+        ),
+        _MERGE_DISTRICTS,
         _MERGE_LATEST,
     ]
     if alarm_state:
@@ -440,6 +480,39 @@ def _seen_params(seen: dict[str, float]) -> tuple[list[str], ArrayParam]:
 def _partials(p: Partials) -> list[ArrayParam]:
     columns = (p.series, p.bucket, p.count, p.sum, p.min, p.max)
     return _arrays(PARTIAL_TYPES, (*columns, p.first_ts, p.first, p.last_ts, p.last))
+
+
+@dataclass(frozen=True)
+class Named:
+    """The sensor and quantity of each row of a batch's minute partials, as 1-based positions
+    in ``sensors`` and ``quantities`` (WITH ORDINALITY counts from 1)."""
+
+    sensor_i: I32
+    quantity_i: I32
+    sensors: list[str]
+    quantities: list[str]
+
+    @classmethod
+    def of(
+        cls, partial_series: I32, series: I32, sensor: Sequence[str], quantity: Sequence[str]
+    ) -> Named:
+        """``partial_series``: the partials' series (each among ``series``, the series of the
+        readings whose sensor and quantity are ``sensor`` and ``quantity``)."""
+        known, first = np.unique(series, return_index=True)
+        at = first[np.searchsorted(known, partial_series)]  # a reading of each partial's series
+        sensors: dict[str, int] = {}
+        quantities: dict[str, int] = {}
+        s_code = np.fromiter(
+            (sensors.setdefault(sensor[i], len(sensors) + 1) for i in at.tolist()),
+            np.int32,
+            count=len(at),
+        )
+        q_code = np.fromiter(
+            (quantities.setdefault(quantity[i], len(quantities) + 1) for i in at.tolist()),
+            np.int32,
+            count=len(at),
+        )
+        return cls(s_code, q_code, list(sensors), list(quantities))
 
 
 @dataclass(frozen=True)
@@ -594,6 +667,7 @@ class Tx:
     def merge(
         self,
         minute: Partials,
+        named: Named,
         hour: Partials,
         latest: Latest,
         state: AlarmState | None,
@@ -601,10 +675,18 @@ class Tx:
         changes: tuple[int, int, int, int],
     ) -> None:
         """One statement: partials merged into both rollup tiers (late data merges into its
-        bucket), `latest` moved forward (never back), the alarm engine's state saved, the
+        bucket) and, through ``named`` (the sensor and quantity of each minute partial), into
+        their districts', `latest` moved forward (never back), the alarm engine's state saved, the
         gateways' last-seen times, and the notification of ``changes`` (readings, alarms,
         quarantined, sensors) sent at commit."""
-        params: list[object] = [*_partials(minute), *_partials(hour)]
+        params: list[object] = [
+            *_partials(minute),
+            ArrayParam("int4", named.sensor_i),
+            ArrayParam("int4", named.quantity_i),
+            *_partials(hour),
+            named.sensors,
+            named.quantities,
+        ]
         params += _arrays(
             LATEST_TYPES, (latest.series, latest.ts_us, latest.value, latest.received_us)
         )
