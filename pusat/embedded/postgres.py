@@ -88,6 +88,28 @@ class Postgres:
         self.stop()
 
 
+SHARED_BUFFERS_MAX_MIB = 2048
+MAX_WAL_SIZE = "8GB"
+CHECKPOINT_TIMEOUT = "15min"
+
+
+def durable_options() -> list[str]:
+    """The durable server's settings beyond PostgreSQL's defaults, for a city's ingest.
+
+    With the defaults (1 GB of WAL between checkpoints, 128 MB of shared buffers) a city of
+    100,000 sensors checkpointed every 20 s, and after each checkpoint the first change to every
+    page writes the whole page to the WAL again: the server used a core. Buffers: a quarter of
+    the memory, at most 2 GB.
+    """
+    memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    buffers = max(128, min(SHARED_BUFFERS_MAX_MIB, memory_mib // 4))
+    return [
+        f"-c shared_buffers={buffers}MB",
+        f"-c max_wal_size={MAX_WAL_SIZE}",
+        f"-c checkpoint_timeout={CHECKPOINT_TIMEOUT}",
+    ]
+
+
 def start_postgres(
     data_dir: Path,
     port: int | None = None,
@@ -167,7 +189,9 @@ def start_postgres(
         f"-c listen_addresses={LOOPBACK}",
         "-c max_connections=200",
     ]
-    if not durable:
+    if durable:
+        options += durable_options()
+    else:
         options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
     try:
         _run(
