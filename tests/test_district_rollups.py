@@ -110,7 +110,7 @@ def test_a_district_panel_is_merged_from_the_district_rollups_exactly(api: Api) 
     _check(api, [a, b, a_late, c_after], sensors=3)
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT sum(count) FROM district_rollup_1m_data WHERE district = 'Presint 2'"
+            "SELECT sum(count) FROM district_rollup_1m WHERE district = 'Presint 2'"
         ).fetchone()
     assert row is not None and row[0] == len(c_before[0])
 
@@ -137,6 +137,7 @@ def test_the_migration_backfills_what_was_stored_before_it(database_url: str) ->
         kept = rows(conn)
         assert all(kept.values())
         # as a database of the schema before 0009 would be: its rollups, no district rows
+        conn.execute("DROP VIEW district_rollup_1m, district_rollup_1h")
         for t in tables:  # one at a time: TimescaleDB drops one hypertable per statement
             conn.execute(f"DROP TABLE {t}")
         conn.execute("DELETE FROM schema_migrations WHERE version = 9")
