@@ -499,20 +499,17 @@ class Named:
         """``partial_series``: the partials' series (each among ``series``, the series of the
         readings whose sensor and quantity are ``sensor`` and ``quantity``)."""
         known, first = np.unique(series, return_index=True)
-        at = first[np.searchsorted(known, partial_series)]  # a reading of each partial's series
-        sensors: dict[str, int] = {}
-        quantities: dict[str, int] = {}
-        s_code = np.fromiter(
-            (sensors.setdefault(sensor[i], len(sensors) + 1) for i in at.tolist()),
-            np.int32,
-            count=len(at),
-        )
-        q_code = np.fromiter(
-            (quantities.setdefault(quantity[i], len(quantities) + 1) for i in at.tolist()),
-            np.int32,
-            count=len(at),
-        )
-        return cls(s_code, q_code, list(sensors), list(quantities))
+        at = first[np.searchsorted(known, partial_series)].tolist()  # a reading of each partial
+        s_code, sensors = _positions([sensor[i] for i in at])
+        q_code, quantities = _positions([quantity[i] for i in at])
+        return cls(s_code, q_code, sensors, quantities)
+
+
+def _positions(names: list[str]) -> tuple[I32, list[str]]:
+    """Each name's 1-based position among the distinct names, and those names in order."""
+    seen: dict[str, int] = {}
+    codes = np.fromiter((seen.setdefault(n, len(seen) + 1) for n in names), np.int32, len(names))
+    return codes, list(seen)
 
 
 @dataclass(frozen=True)
