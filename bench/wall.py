@@ -220,8 +220,7 @@ def markdown(r: Result) -> str:
         "",
         "| wall | first paint |",
         "|---|---|",
-        f"| by district, nothing cached on the server | {r.cold_s:.2f} s ({r.bubbles} districts)"
-        " |",
+        f"| by district, nothing cached on the server | {r.cold_s:.2f} s ({r.bubbles} districts) |",
         f"| by district, the summary's snapshot warm (median of {len(r.warm_s)}: {warm} s) |"
         f" {r.warm_median_s:.2f} s |",
         f"| sensor by sensor, as before (baseline, same run) | {base} |",

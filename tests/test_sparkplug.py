@@ -175,9 +175,10 @@ def test_deaths_end_sessions_unless_they_are_an_old_sessions_will(tmp_path: Path
     ev = host.decode(route(g, "NDATA/PS-Presint9"), payload(t0, 5), 30.0)
     assert [r.reason for r in ev.decoded.rejections] == [NO_BIRTH]
     assert "no NBIRTH" in ev.decoded.rejections[0].detail
-    assert host.decode(route(g, "NDATA/PS-Presint9"), b"\xff\xff", 0.0).decoded.rejections[
-        0
-    ].reason == BAD_PAYLOAD
+    assert (
+        host.decode(route(g, "NDATA/PS-Presint9"), b"\xff\xff", 0.0).decoded.rejections[0].reason
+        == BAD_PAYLOAD
+    )
 
 
 def test_a_nameless_birth_metric_is_rejected_not_stored(tmp_path: Path) -> None:
@@ -488,16 +489,29 @@ def test_ddata_of_one_mix_of_quantities_converts_each_reading_by_its_own_kind(
     limits = Limits(256 * 1024, 300.0, 90 * 86400.0, False, sparkplug=host)
     acc = Accumulator("pusat/v1", catalogue.load(), limits)
     t = int(time.time()) - 60
-    birth = payload(t * 1000, 0,
-                    {"name": "Level", "alias": 1, "datatype": 10, "double_value": 125.0,
-                     "props": {"engUnit": "cm"}},
-                    {"name": "Inflow", "alias": 2, "datatype": 9, "float_value": 100.0},
-                    {"name": "Pump/Running", "alias": 3, "datatype": 11, "boolean_value": True})
+    birth = payload(
+        t * 1000,
+        0,
+        {
+            "name": "Level",
+            "alias": 1,
+            "datatype": 10,
+            "double_value": 125.0,
+            "props": {"engUnit": "cm"},
+        },
+        {"name": "Inflow", "alias": 2, "datatype": 9, "float_value": 100.0},
+        {"name": "Pump/Running", "alias": 3, "datatype": 11, "boolean_value": True},
+    )
     acc.add(Message("spBv1.0/G/NBIRTH/PS-Presint9", payload(t * 1000, 0), t))
     acc.add(Message("spBv1.0/G/DBIRTH/PS-Presint9/WetWell", birth, t))  # fmt: skip
     for k in range(1, 4):
-        body = payload((t + k) * 1000, k, {"alias": 1, "double_value": 100.0 + k},
-                       {"alias": 2, "float_value": 10.0 * k}, {"alias": 3, "boolean_value": False})
+        body = payload(
+            (t + k) * 1000,
+            k,
+            {"alias": 1, "double_value": 100.0 + k},
+            {"alias": 2, "float_value": 10.0 * k},
+            {"alias": 3, "boolean_value": False},
+        )
         acc.add(Message("spBv1.0/G/DDATA/PS-Presint9/WetWell", body, t))  # fmt: skip
     r = acc.finish(lambda s: s, time.time()).readings
     seconds = (r.ts_us // 1_000_000).tolist()

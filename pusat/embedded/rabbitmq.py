@@ -144,9 +144,13 @@ class Node:
         self.kill()
 
     def tail(self, lines: int = 30) -> str:
-        out = self.home / "server.out"
-        text = out.read_text(errors="replace") if out.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        """The end of the node's console output and of its log (which says what boot waits on)."""
+        parts = []
+        for path in (self.home / "server.out", self.home / "log" / f"{self.name}.log"):
+            if path.exists():
+                text = path.read_text(errors="replace")
+                parts.append(f"--- {path.name}\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
 
 
 @dataclass
@@ -246,13 +250,11 @@ def start_cluster(
         _write_node_files(n, cookie, peers, hosts is None)
     cluster = Cluster(nodes, work_dir)
     try:
-        # The first alone, so that the others find a cluster to join rather than racing to
-        # found one each.
-        nodes[0].start()
-        nodes[0].wait_ready()
-        for n in nodes[1:]:
+        # One node at a time: the first founds the cluster, each later one joins it. Two nodes
+        # booting together can each wait for the other's Mnesia tables (classic peer discovery
+        # has no lock), which hung a CI run's second node for more than 90 s.
+        for n in nodes:
             n.start()
-        for n in nodes[1:]:
             n.wait_ready()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while len(cluster.members()) < size:
