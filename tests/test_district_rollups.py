@@ -140,9 +140,9 @@ def test_the_migration_backfills_what_was_stored_before_it(database_url: str) ->
         conn.execute("DROP VIEW district_rollup_1m, district_rollup_1h")
         for t in tables:  # one at a time: TimescaleDB drops one hypertable per statement
             conn.execute(f"DROP TABLE {t}")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 9")
+        conn.execute("DELETE FROM schema_migrations WHERE version IN (9, 10)")
         conn.commit()
-        assert [m.version for m in migrate.upgrade(conn)] == [9]
+        assert [m.version for m in migrate.upgrade(conn)] == [9, 10]
         again = rows(conn)
     for t in tables:  # sums may differ in their last bits: added up in another order
         assert [r[:4] + r[5:] for r in again[t]] == [r[:4] + r[5:] for r in kept[t]], t

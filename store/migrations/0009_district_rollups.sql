@@ -22,17 +22,6 @@ CREATE TABLE district_rollup_1m_data (
 
 CREATE TABLE district_rollup_1h_data (LIKE district_rollup_1m_data INCLUDING ALL);
 
--- For Grafana and analysts, as rollup_1m and rollup_1h are for series.
-CREATE VIEW district_rollup_1m AS
-  SELECT bucket, district, quantity, count, min, max, sum / count AS mean, last, first, sum,
-         first_ts, last_ts
-  FROM district_rollup_1m_data;
-
-CREATE VIEW district_rollup_1h AS
-  SELECT bucket, district, quantity, count, min, max, sum / count AS mean, last, first, sum,
-         first_ts, last_ts
-  FROM district_rollup_1h_data;
-
 -- What was stored before this migration, merged from the series' rollups.
 INSERT INTO district_rollup_1m_data
 SELECT s.district, se.quantity, r.bucket, sum(r.count), sum(r.sum), min(r.min), max(r.max),
@@ -59,6 +48,6 @@ BEGIN
       chunk_time_interval => interval '30 days', migrate_data => true);
   END IF;
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pusat_grafana') THEN
-    GRANT SELECT ON district_rollup_1m, district_rollup_1h TO pusat_grafana;
+    GRANT SELECT ON district_rollup_1m_data, district_rollup_1h_data TO pusat_grafana;
   END IF;
 END $$;
