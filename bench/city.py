@@ -116,6 +116,8 @@ class Config:
     minutes: float = 10.0
     timescale: bool = False
     idle_seconds: float = 60.0  # the idle query phase
+    # PostgreSQL settings for an experiment (`--pg-set name=value`), named in the report
+    pg_settings: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def quick(cls) -> Config:
@@ -481,6 +483,10 @@ class Sample:
     pg_cpu_s: float = 0.0
     checkpoints: int = 0  # timed + requested, since the server started
     vacuuming: str = ""  # the tables (auto)vacuum is working on at that moment
+    # CPU seconds so far of the server's processes by client (application name, else the
+    # process's kind: "autovacuum worker", "walwriter"...), as last seen alive: a backend that
+    # lives less than a sample apart (one per `latest` build) is in pg_cpu_s only
+    pg_clients: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -651,6 +657,27 @@ def _postmaster(pg: Any) -> int:
     return int((Path(pg.data_dir) / "postmaster.pid").read_text().split()[0])
 
 
+_BACKENDS = (
+    "SELECT pid, coalesce(nullif(application_name, ''), backend_type) FROM pg_stat_activity"
+    " WHERE pid <> pg_backend_pid()"
+)
+
+
+def _pg_clients(
+    conn: psycopg.Connection[Any], seen: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds of the server's processes by client; `seen` keeps each pid's last figure,
+    so a backend that has gone still counts what it was last seen using."""
+    for pid, name in conn.execute(_BACKENDS).fetchall():
+        f = _stat(int(pid))
+        if f:
+            seen[int(pid)] = (str(name), (int(f[11]) + int(f[12])) * _TICK_S)
+    totals: dict[str, float] = {}
+    for name, cpu in seen.values():
+        totals[name] = totals.get(name, 0.0) + cpu
+    return totals
+
+
 _SERVER_STATE = (
     "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),"
     " (SELECT string_agg(DISTINCT relid::regclass::text || ' ' || phase, ', ')"
@@ -773,7 +800,7 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
     publish_s = max(1, round(config.minutes * 60))
     notes: list[str] = []
     load_before = _loadavg()
-    with bi.services(log) as svc:
+    with bi.services(log, config.pg_settings) as svc:
         tier = "postgresql"
         if config.timescale:
             if svc.add_timescaledb(log) is not None:
@@ -815,9 +842,11 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         postmaster = _postmaster(svc.pg)
 
         def sample() -> None:
+            seen: dict[int, tuple[str, float]] = {}
             with psycopg.connect(url, autocommit=True) as conn:
                 while not stop_sampling.is_set():
                     row = conn.execute(_SERVER_STATE).fetchone()
+                    clients = _pg_clients(conn, seen)
                     samples.append(
                         Sample(
                             time.time() - start,
@@ -829,6 +858,7 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
                             _cpu_s(postmaster),
                             int(row[0]) if row else 0,
                             str(row[1] or "") if row else "",
+                            clients,
                         )
                     )
                     stop_sampling.wait(SAMPLE_S)
@@ -967,6 +997,27 @@ def _met(met: bool | None) -> str:
     return "n/a" if met is None else ("yes" if met else "**no**")
 
 
+CLIENT_ROW_MIN = 0.03  # of one core over the run: smaller clients go unnamed
+
+
+def _client_rows(samples: list[Sample], row: Callable[[str, list[str]], str]) -> list[str]:
+    """PostgreSQL's CPU split by client, one row each for those using a few % of a core."""
+    if len(samples) < 2 or samples[-1].at_s <= samples[0].at_s:
+        return []
+    span = samples[-1].at_s - samples[0].at_s
+    first, last = samples[0].pg_clients, samples[-1].pg_clients
+    names = sorted(last, key=lambda n: first.get(n, 0.0) - last[n])
+
+    def cpu_of(name: str) -> Callable[[Sample], float]:
+        return lambda x: x.pg_clients.get(name, 0.0)
+
+    return [
+        row(f"of which {name} %", _per_core(samples, cpu_of(name)))
+        for name in names
+        if (last[name] - first.get(name, 0.0)) / span >= CLIENT_ROW_MIN
+    ]
+
+
 def _over_time(r: Result) -> list[str]:
     at = shown(r.samples)
 
@@ -990,6 +1041,7 @@ def _over_time(r: Result) -> list[str]:
     if r.tier == "postgresql":
         rows += [
             row("PostgreSQL CPU % (all backends)", _per_core(r.samples, lambda x: x.pg_cpu_s)),
+            *_client_rows(r.samples, row),
             row("checkpoints so far", [str(x.checkpoints) for x in at]),
         ]
     vacuums: list[list[Any]] = []  # [from s, to s, what]: runs of samples alike
@@ -1018,7 +1070,14 @@ def markdown(r: Result) -> str:
         "",
         f"`{r.command}` on {m.date}: {m.cpus} CPUs ({m.cpu_model}), {m.memory_gib:.1f} GiB,"
         f" Python {m.python}, {m.postgresql}, {m.mosquitto}; code {m.code}. Database tier:"
-        f" {r.tier}.",
+        f" {r.tier}."
+        + (
+            " Server settings for this run: "
+            + ", ".join(f"`{k}={v}`" for k, v in c.pg_settings)
+            + "."
+            if c.pg_settings
+            else ""
+        ),
         "",
         f"**Machine load**: 1-minute load average {r.load_before.split()[0]} before the run,"
         f" {during} while it ran, {r.load_after.split()[0]} at its end (2 cores, shared with"

@@ -205,6 +205,14 @@ def city(
         float | None,
         typer.Option("--idle-seconds", min=5.0, help="the idle query phase (default 60)"),
     ] = None,
+    pg_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pg-set",
+            metavar="NAME=VALUE",
+            help="a PostgreSQL server setting for an experiment (repeatable), named in the report",
+        ),
+    ] = None,
     write_results: Annotated[
         bool, typer.Option(help="update the city section of bench/RESULTS.md")
     ] = False,
@@ -217,6 +225,12 @@ def city(
     from bench import ingest as bench_ingest
 
     base = bench_city.Config.quick() if quick else bench_city.Config()
+    pg_settings = []
+    for item in pg_set or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise typer.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--pg-set")
+        pg_settings.append((name.strip(), value.strip()))
     config = replace(
         base,
         sensors=sensors if sensors is not None else base.sensors,
@@ -224,6 +238,7 @@ def city(
         minutes=minutes if minutes is not None else base.minutes,
         idle_seconds=idle_seconds if idle_seconds is not None else base.idle_seconds,
         timescale=timescale,
+        pg_settings=tuple(pg_settings),
     )
     flags = [
         "--quick" if quick else "",
@@ -232,6 +247,7 @@ def city(
         f"--minutes {minutes:g}" if minutes is not None else "",
         f"--idle-seconds {idle_seconds:g}" if idle_seconds is not None else "",
         "--timescale" if timescale else "",
+        *(f"--pg-set {k}={v}" for k, v in pg_settings),
         "--write-results" if write_results else "",
     ]
     command = " ".join(["pusat bench city", *filter(None, flags)])

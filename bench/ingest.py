@@ -930,9 +930,13 @@ def warm_kernels(code: Path) -> None:
 
 
 @contextmanager
-def services(log: Callable[[str], None]) -> Iterator[Services]:
+def services(
+    log: Callable[[str], None], server_settings: tuple[tuple[str, str], ...] = ()
+) -> Iterator[Services]:
     """A durable PostgreSQL with commit timestamps and a Mosquitto, in a temp dir; stopped and
-    removed on exit, also on failure (their logs are then kept elsewhere, and named)."""
+    removed on exit, also on failure (their logs are then kept elsewhere, and named).
+    `server_settings`: (name, value) pairs set on the server too (ALTER SYSTEM), for an
+    experiment; a name or value PostgreSQL refuses is a BenchError."""
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="pusat-bench-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
@@ -947,6 +951,15 @@ def services(log: Callable[[str], None]) -> Iterator[Services]:
         # track_commit_timestamp needs a restart; start_postgres has no option for it.
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+            for name, value in server_settings:
+                try:
+                    conn.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.Literal(value)
+                        )
+                    )
+                except psycopg.Error as e:
+                    raise BenchError(f"server setting {name}={value}: {e}") from e
         pg.stop()
         pg = start_postgres(data_dir, pg.port, durable=True)
         stack.callback(pg.stop)
