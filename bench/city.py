@@ -523,6 +523,7 @@ class Result:
     load_before: str
     load_after: str
     notes: list[str] = field(default_factory=list)
+    server_settings: dict[str, str] = field(default_factory=dict)  # the experiment's, as held
 
     @property
     def stored_rate(self) -> float:
@@ -639,6 +640,11 @@ def _stat(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()
 
 
+def _own_ticks(f: list[str]) -> int:
+    """A process's own CPU ticks (utime + stime) from its stat fields."""
+    return int(f[11]) + int(f[12])
+
+
 def _cpu_s(root: int) -> float:
     """CPU seconds of ``root`` and of its children: live ones read, exited ones as cutime."""
     own = _stat(root)
@@ -649,7 +655,7 @@ def _cpu_s(root: int) -> float:
         if entry.name.isdigit() and entry.name != str(root):
             f = _stat(int(entry.name))
             if f and f[1] == str(root):  # ppid
-                ticks += int(f[11]) + int(f[12])
+                ticks += _own_ticks(f)
     return ticks * _TICK_S
 
 
@@ -671,7 +677,7 @@ def _pg_clients(
     for pid, name in conn.execute(_BACKENDS).fetchall():
         f = _stat(int(pid))
         if f:
-            seen[int(pid)] = (str(name), (int(f[11]) + int(f[12])) * _TICK_S)
+            seen[int(pid)] = (str(name), _own_ticks(f) * _TICK_S)
     totals: dict[str, float] = {}
     for name, cpu in seen.values():
         totals[name] = totals.get(name, 0.0) + cpu
@@ -683,6 +689,15 @@ _SERVER_STATE = (
     " (SELECT string_agg(DISTINCT relid::regclass::text || ' ' || phase, ', ')"
     " FROM pg_stat_progress_vacuum)"
 )
+
+
+def _held(conn: psycopg.Connection[Any], names: list[str]) -> dict[str, str]:
+    """The values the server holds for these settings, in its own spelling."""
+    held = {}
+    for name in names:
+        row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+        held[name] = str(row[0]) if row else "?"
+    return held
 
 
 def _count(url: str, query: str) -> int:
@@ -820,6 +835,8 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         with psycopg.connect(url, autocommit=True) as conn:
             _, viewer = auth.create_token(conn, "viewer", "bench-city-viewer")
             _, engineer = auth.create_token(conn, "engineer", "bench-city-engineer")
+            # what the server holds for the experiment's settings, as it reports them
+            held = _held(conn, [name for name, _ in config.pg_settings])
         root, client_id = bi._ids("city")
         port = free_port()
         api_url = f"http://127.0.0.1:{port}"
@@ -972,6 +989,7 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> Res
         load_before=load_before,
         load_after=load_after,
         notes=notes,
+        server_settings=held,
     )
 
 
@@ -1073,9 +1091,9 @@ def markdown(r: Result) -> str:
         f" {r.tier}."
         + (
             " Server settings for this run: "
-            + ", ".join(f"`{k}={v}`" for k, v in c.pg_settings)
+            + ", ".join(f"`{k}={v}`" for k, v in r.server_settings.items())
             + "."
-            if c.pg_settings
+            if r.server_settings
             else ""
         ),
         "",

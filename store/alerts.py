@@ -87,13 +87,20 @@ def _open(cur: Cursor, t: Transition) -> tuple[int, str] | None:
     return None if row is None else (row[0], row[1])
 
 
+# The system's condition changes of one series and rule since a moment; it reads that series'
+# alarms through alerts_series_rule (migration 0011), never the whole table.
+FLAP_SQL = (
+    "SELECT count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
+    " WHERE a.sensor_id = %s AND coalesce(a.quantity, '') = %s AND a.rule = %s"
+    " AND e.event IN ('raise', 'reraise', 'clear') AND e.actor = 'system'"
+    " AND e.event_time > %s"
+)
+
+
 def _flapping(cur: Cursor, t: Transition) -> bool:
     """Too many condition changes of this rule on this series within its flap window."""
     row = cur.execute(
-        "SELECT count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
-        " WHERE a.sensor_id = %s AND coalesce(a.quantity, '') = %s AND a.rule = %s"
-        " AND e.event IN ('raise', 'reraise', 'clear') AND e.actor = 'system'"
-        " AND e.event_time > %s",
+        FLAP_SQL,
         (t.sensor_id, t.quantity or "", t.rule, _at(t.ts_us - t.flap_window_us)),
     ).fetchone()
     return row is not None and row[0] + 1 >= t.flap_count

@@ -362,3 +362,44 @@ def test_operator_actions_and_shelving_expiry(settings: Settings) -> None:
             lifecycle.acknowledge(cur, 12345, "op")
         events = [r[0] for r in cur.execute("SELECT event FROM alert_events ORDER BY id")]
         assert events == ["raise", "shelve", "settle", "ack", "close"]
+
+
+def test_flapping_check_reads_one_series_alarms_not_the_table(settings: Settings) -> None:
+    """The flapping check on a raise reads the alarms of that one series and rule through an
+    index, closed alarms included: with the table full of closed alarms (a city after a wide
+    outage) it must not scan them all, once per raise."""
+    url = settings.database_url
+    assert url
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO alerts (sensor_id, quantity, rule, kind, severity, state, raised_at,"
+            " closed_at) SELECT 'S' || (i % 5000), 'pm25', 'r' || (i / 5000), 'stale',"
+            " 'warning', 'closed', now() - interval '1 hour', now()"
+            " FROM generate_series(0, 19999) i"
+        )
+        conn.execute(
+            "INSERT INTO alert_events (alert_id, event, to_state, actor, event_time)"
+            " SELECT id, 'raise', 'active', 'system', raised_at FROM alerts"
+        )
+        conn.execute("ANALYZE alerts")
+        conn.execute("ANALYZE alert_events")
+        cur = psycopg.ClientCursor(conn)  # EXPLAIN with the values bound in the text
+        since = datetime.now(UTC) - timedelta(hours=2)
+        (plan,) = cur.execute(
+            "EXPLAIN (FORMAT JSON) " + lifecycle.FLAP_SQL, ("S42", "pm25", "r1", since)
+        ).fetchone() or (None,)
+        (count,) = cur.execute(lifecycle.FLAP_SQL, ("S42", "pm25", "r1", since)).fetchone() or (
+            None,
+        )
+    assert count == 1  # the query counts that series' own raise, and only it
+
+    def nodes(node: dict[str, object]) -> Iterator[dict[str, object]]:
+        yield node
+        for child in node.get("Plans", []):  # type: ignore[attr-defined]
+            yield from nodes(child)
+
+    used = list(nodes(plan[0]["Plan"]))
+    on_alerts = [n for n in used if n.get("Relation Name") == "alerts"]
+    assert on_alerts, used
+    assert all(n["Node Type"] != "Seq Scan" for n in on_alerts), used
+    assert any(n.get("Index Name") == "alerts_series_rule" for n in on_alerts), used

@@ -69,8 +69,11 @@ def test_schema_fuzzing_finds_no_server_error(api: Api, tmp_path: Path) -> None:
             str(EXAMPLES),
             "--seed",
             "20261127",
+            # one worker: the coverage phase walks schemas it also amends (examples pushed
+            # down into shared components), and two workers doing so at once once failed CI
+            # with an internal error of schemathesis' own (4.32.5), not an answer of ours
             "--workers",
-            "2",
+            "1",
             "--phases",
             "examples,coverage,fuzzing",
             "--request-timeout",
@@ -89,6 +92,14 @@ def test_schema_fuzzing_finds_no_server_error(api: Api, tmp_path: Path) -> None:
         timeout=300,
     )
     elapsed = time.monotonic() - started
-    assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-2000:]
+    assert out.returncode == 0, _failure(out.stdout) + out.stderr[-2000:]
     assert "generated" in out.stdout and "passed" in out.stdout, out.stdout[-3000:]
     assert elapsed < 240, f"the property run took {elapsed:.0f}s; keep it bounded"
+
+
+def _failure(stdout: str) -> str:
+    """The start of the run's error section (the exception's own line comes first, before
+    tracebacks long enough to push it out of any tail), then the tail with the summary."""
+    at = stdout.find("ERRORS")
+    head = stdout[at : at + 4000] if at >= 0 else ""
+    return head + "\n[...]\n" + stdout[-4000:]

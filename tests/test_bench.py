@@ -98,10 +98,16 @@ def test_scaleout_measures_every_mode_with_every_reading_stored() -> None:
         assert math.isfinite(rate) and rate > 0, key
 
 
-def test_a_small_city_stores_every_reading_and_times_every_query() -> None:
+def test_a_small_city_stores_every_reading_and_times_every_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """`pusat bench city` on a small city: every published reading stored (the run raises
     otherwise), every query form timed under ingest and idle, RSS sampled."""
-    config = city.Config(sensors=2000, gateways=20, minutes=0.5, idle_seconds=5.0)
+    # with a server setting for an experiment, which the server must then hold and the report name
+    setting = ("autovacuum_vacuum_cost_delay", "7ms")
+    config = city.Config(
+        sensors=2000, gateways=20, minutes=0.5, idle_seconds=5.0, pg_settings=(setting,)
+    )
     r = city.run(config, command="pytest tests/test_bench.py", log=lambda line: None)
     assert r.published > 0 and r.stored == r.published
     assert r.series >= r.sensors
@@ -114,6 +120,29 @@ def test_a_small_city_stores_every_reading_and_times_every_query() -> None:
     assert any(math.isfinite(v) and v > 0 for v in r.lag_p99_windows_ms)
     report = city.markdown(r)
     assert "| PostgreSQL CPU % (all backends) |" in report and "lag p99 s" in report
+    assert r.server_settings.get(setting[0]) == setting[1]
+    assert "`autovacuum_vacuum_cost_delay=7ms`" in report
+    # PostgreSQL's CPU by client: the worker's own backends are named and did use some
+    # (a small city's may stay under the report's threshold for a row of its own)
+    assert last.pg_clients.get("pusat-ingest", 0.0) > 0, last.pg_clients
+    monkeypatch.setattr(city, "CLIENT_ROW_MIN", 0.0)
+    assert "| of which pusat-ingest % |" in city.markdown(r)
+
+
+def test_city_refuses_a_server_setting_postgresql_refuses() -> None:
+    config = city.Config(
+        sensors=200, gateways=2, minutes=0.1, idle_seconds=5.0, pg_settings=(("nosuch", "1"),)
+    )
+    with pytest.raises(bench.BenchError, match="server setting nosuch=1"):
+        city.run(config, command="pytest", log=lambda line: None)
+
+
+def test_city_cli_wants_name_equals_value() -> None:
+    from typer.testing import CliRunner
+
+    outcome = CliRunner().invoke(app, ["city", "--quick", "--pg-set", "foo"])
+    assert outcome.exit_code == 2
+    assert "'foo' is not NAME=VALUE" in outcome.output
 
 
 def test_startup_bench_fills_a_city_and_measures_both_codes() -> None:
