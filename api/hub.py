@@ -87,8 +87,8 @@ _LATEST = (
     " JOIN sensors s USING (sensor_id) WHERE"
 )
 # The planner cannot estimate the snapshot test and takes a third of latest_data as changed; it
-# then hash-joins all series and sensors (510,001 and 100,000 rows in the city bench: 150 ms of
-# a 1-second look). The changed rows are a second's worth: look them up by primary key.
+# then hash-joins all series and sensors (510,001 and 100,000 rows at the city bench's size: 150 ms
+# of a 1-second look). The changed rows are a second's worth: look them up by primary key.
 _BY_KEY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off"
 _ALERTS = f"SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN sensors s USING (sensor_id) WHERE"
 _SNAPSHOT = (

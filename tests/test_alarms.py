@@ -25,7 +25,7 @@ from pusat.settings import Settings
 from store import alerts as lifecycle
 from store.writer import Batch, Readings, Writer
 from tests.conftest import RunningWorker
-from tests.helpers import Publisher, rows, wait_for
+from tests.helpers import Publisher, plan_nodes, rows, wait_for
 
 pytestmark = pytest.mark.tiers
 
@@ -393,12 +393,7 @@ def test_flapping_check_reads_one_series_alarms_not_the_table(settings: Settings
         )
     assert count == 1  # the query counts that series' own raise, and only it
 
-    def nodes(node: dict[str, object]) -> Iterator[dict[str, object]]:
-        yield node
-        for child in node.get("Plans", []):  # type: ignore[attr-defined]
-            yield from nodes(child)
-
-    used = list(nodes(plan[0]["Plan"]))
+    used = list(plan_nodes(plan[0]["Plan"]))
     on_alerts = [n for n in used if n.get("Relation Name") == "alerts"]
     assert on_alerts, used
     assert all(n["Node Type"] != "Seq Scan" for n in on_alerts), used

@@ -25,7 +25,7 @@ from pusat.settings import Settings
 from store import db
 from store.writer import QuarantineRow
 from tests.conftest import RunningWorker
-from tests.helpers import Publisher, rows, scalar, wait_for
+from tests.helpers import Publisher, plan_nodes, rows, scalar, wait_for
 from tests.test_alarms import Watcher
 from tests.test_api_support import (
     ROLES,
@@ -749,12 +749,7 @@ def test_the_live_look_joins_the_changed_rows_by_key(settings: Settings) -> None
         conn.rollback()
     assert sorted({r[0] for r in changed}) == ["S7", "S8"] and len(changed) == 10
 
-    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
-
-    used = list(nodes(plan[0]["Plan"]))
+    used = list(plan_nodes(plan[0]["Plan"]))
     scans = {n.get("Relation Name"): n["Node Type"] for n in used if n.get("Relation Name")}
     assert scans["series"] == "Index Scan" and scans["sensors"] == "Index Scan", scans
 
