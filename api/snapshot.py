@@ -17,10 +17,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,30 @@ async def answer(snapshots: Snapshots, key: Key, build: Build) -> Response:
     ``Age`` header says how old it is."""
     if snapshots.max_age_s == 0:
         body, media_type, headers = await build()
-        return Response(body, media_type=media_type, headers={**headers, "Age": "0"})
+        return sent(body, media_type, {**headers, "Age": "0"})
     snap = await snapshots.get(key, build)
     headers = {**snap.headers, "Age": str(int(snapshots.age_s(snap)))}
-    return Response(snap.body, media_type=snap.media_type, headers=headers)
+    return sent(snap.body, snap.media_type, headers)
+
+
+PIECE = 1 << 20  # bytes: a larger answer goes out this much at a time
+
+
+def sent(body: bytes, media_type: str, headers: dict[str, str]) -> Response:
+    """``body`` as a response, a large one a piece at a time. Written in one piece, the event
+    loop copies all of it three times before it is sent (h11 joins what it frames; asyncio
+    slices off what the socket took and keeps the rest in a buffer of its own). Beside a
+    141 MB answer sent that way, a small request's p99 was 103 ms (4 ms in pieces), and the
+    big answer itself took 303-329 ms instead of 171-199 ms (p50, server in its own process)."""
+    if len(body) <= PIECE:
+        return Response(body, media_type=media_type, headers=headers)
+    return StreamingResponse(
+        _pieces(memoryview(body)),
+        media_type=media_type,
+        headers={**headers, "Content-Length": str(len(body))},
+    )
+
+
+async def _pieces(body: memoryview) -> AsyncIterator[memoryview]:
+    for start in range(0, len(body), PIECE):
+        yield body[start : start + PIECE]

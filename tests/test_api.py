@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from api import snapshot
 from api.server import ServerThread
 from pusat.embedded.broker import Broker
 from pusat.embedded.ports import free_port
@@ -201,6 +202,37 @@ def test_latest_is_a_snapshot_shared_by_its_clients(
 
         assert asyncio.run(many()) == [200] * 20
         assert snapshot_builds(api) - before == (1 if max_age_s else 0)  # 0: no snapshot
+    finally:
+        server.stop()
+
+
+def test_a_large_snapshot_goes_out_in_pieces_and_arrives_whole(
+    city: Api, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer larger than a piece is sent a piece at a time (the event loop answers other
+    requests between them) with its length announced, byte for byte the answer sent whole."""
+    mine = settings.with_(api_port=free_port(), api_latest_snapshot_s=600.0)
+    server = ServerThread(mine).start()
+    try:
+        api = Api(server.url, mine, city.tokens, city.names)
+        whole = api.get("/api/v1/latest", format="parquet")
+        assert whole.status_code == 200 and "transfer-encoding" not in whole.headers
+        pieces: list[int] = []
+        send = snapshot._pieces
+
+        async def counted(body: memoryview) -> AsyncIterator[memoryview]:
+            async for piece in send(body):
+                pieces.append(len(piece))
+                yield piece
+
+        monkeypatch.setattr(snapshot, "PIECE", 100)
+        monkeypatch.setattr(snapshot, "_pieces", counted)
+        again = api.get("/api/v1/latest", format="parquet")  # the same snapshot (600 s)
+        assert again.status_code == 200 and again.content == whole.content
+        assert int(again.headers["content-length"]) == len(whole.content)
+        assert "transfer-encoding" not in again.headers
+        assert sum(pieces) == len(whole.content) and max(pieces) == 100
+        assert len(pieces) == -(-len(whole.content) // 100)
     finally:
         server.stop()
 
