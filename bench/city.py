@@ -292,7 +292,10 @@ def _requests() -> dict[str, Callable[[int, list[str], str], tuple[str, dict[str
         # the same in columns: what a client that wants every sensor would rather read
         "latest_all_parquet": lambda i, d, s: ("/api/v1/latest", {"format": "parquet"}),
         "alarms_open": lambda i, d, s: ("/api/v1/alerts", {"state": "open"}),
-        "district_tiles": lambda i, d, s: ("/api/v1/latest", {"district": d[i % len(d)]}),
+        # the wall's district tiles at city scale: what wall.html asks for above its threshold
+        "district_tiles": lambda i, d, s: ("/api/v1/districts", {"worst": "8"}),
+        # one district's latest values in full (runs 1-14 called this district_tiles)
+        "district_latest": lambda i, d, s: ("/api/v1/latest", {"district": d[i % len(d)]}),
         "panel_24h": lambda i, d, s: (
             "/api/v1/readings",
             {
@@ -323,7 +326,7 @@ def _requests() -> dict[str, Callable[[int, list[str], str], tuple[str, dict[str
 CLIENTS = (
     ("wall-latest", ("latest_all", "latest_all_parquet")),
     ("wall-alarms", ("alarms_open",)),
-    ("wall-tiles", ("district_tiles",)),
+    ("wall-tiles", ("district_tiles", "district_latest")),
     ("panel-1", ("panel_24h",)),
     ("panel-2", ("panel_24h",)),
     ("panel-3", ("series_7d",)),
