@@ -113,13 +113,8 @@ def json_rows(columns: list[Column]) -> bytes:
 
 def _rows(columns: list[Column], between: bytes) -> bytes:
     """Each row as a JSON object, ``between`` between two: what orjson writes for each row's
-    dict, byte for byte, without a Python dict per row.
-
-    Every row is one record of fixed-width fields (the keys, and each value's JSON text padded
-    with NULs to its column's widest), filled a column at a time; the NULs are then deleted from
-    the whole at once. JSON text holds no raw NUL (orjson writes it ``\\u0000``). Joining a list
-    of two pieces per value instead took 2 s of a city's 510,001-row `latest`, most of it in
-    ``bytes.join`` visiting 14 million objects."""
+    dict, byte for byte, without a Python dict per row. JSON text holds no raw NUL (orjson
+    writes it ``\\u0000``), so the rows can be laid out by ``_records``."""
     n = len(columns[0].values) if columns else 0
     if n == 0:
         return b""
@@ -128,6 +123,16 @@ def _rows(columns: list[Column], between: bytes) -> bytes:
         parts.append((b"{" if j == 0 else b",") + orjson.dumps(c.name) + b":")
         parts.extend(_json_fixed(c))
     parts.append(b"}" + between)
+    return _records(n, parts)[: -len(between)]
+
+
+def _records(n: int, parts: list[bytes | _Fixed]) -> bytes:
+    """``n`` rows, each the concatenation of ``parts`` (constants, and arrays of a text per
+    row). Every row is one record of fixed-width fields (each text padded with NULs to its
+    column's widest), filled a column at a time; the NULs are then deleted from the whole at
+    once, so no text may hold one. Joining a list of two pieces per value instead took 2 s of a
+    city's 510,001-row `latest` as JSON, most of it in ``bytes.join`` visiting 14 million
+    objects."""
     merged: list[bytes | _Fixed] = []
     for p in parts:  # neighbouring constants as one field
         if isinstance(p, bytes) and merged and isinstance(merged[-1], bytes):
@@ -141,7 +146,7 @@ def _rows(columns: list[Column], between: bytes) -> bytes:
     record = np.empty(n, dtype=fields)
     for (name, _), p in zip(fields, merged, strict=True):
         record[name] = p
-    return record.tobytes().translate(None, b"\x00")[: -len(between)]
+    return record.tobytes().translate(None, b"\x00")
 
 
 _Fixed = npt.NDArray[np.bytes_]  # texts NUL-padded to one width
@@ -194,9 +199,7 @@ def _text_fixed(values: npt.NDArray[Any] | Sequence[Any]) -> _Fixed:
     position. Strings without a quote go through one orjson call, split at `","`: with no
     quote inside any of them, that sequence stands only between two strings. The rest are
     written one by one."""
-    distinct = list(dict.fromkeys(values))
-    position = {v: i for i, v in enumerate(distinct)}
-    at = np.fromiter(map(position.__getitem__, values), dtype=np.intp, count=len(values))
+    distinct, at = _positions(values)
     plain = [v for v in distinct if v is not None and '"' not in v]
     texts: dict[Any, bytes] = {None: b"null"}
     if plain:
@@ -207,20 +210,67 @@ def _text_fixed(values: npt.NDArray[Any] | Sequence[Any]) -> _Fixed:
 
 
 def to_csv(t: Table, header: bool = True) -> bytes:
+    """What ``csv.writer`` writes for the header and rows (floats as ``repr`` writes them, NaN
+    empty; booleans ``true``/``false``), laid out by ``_records`` when no text holds a NUL and
+    there are two columns or more (a lone empty field is written ``""``)."""
+    head = _csv_writer_rows([[c.name for c in t.columns]]) if header else b""
+    if len(t) == 0:
+        return head
+    parts = [_csv_fixed(c) for c in t.columns]
+    if len(t.columns) < 2 or any(p is None for p in parts):
+        return head + _csv_writer_rows(zip(*(_csv_python(c) for c in t.columns), strict=True))
+    laid: list[bytes | _Fixed] = []
+    for j, p in enumerate(parts):
+        assert p is not None
+        if j:
+            laid.append(b",")
+        laid.extend(p)
+    return head + _records(len(t), [*laid, b"\n"])
+
+
+def _csv_writer_rows(rows: Any) -> bytes:
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    if header:
-        w.writerow([c.name for c in t.columns])
-    cols = []
-    for c in t.columns:
-        values = _python(c)
-        if c.kind == "float":
-            values = ["" if v != v else repr(v) for v in values]  # v != v: NaN, a gap
-        elif c.kind == "bool":
-            values = ["true" if v else "false" for v in values]
-        cols.append(values)
-    w.writerows(zip(*cols, strict=True))
+    csv.writer(out, lineterminator="\n").writerows(rows)
     return out.getvalue().encode("utf-8")
+
+
+def _csv_python(c: Column) -> list[Any]:
+    values = _python(c)
+    if c.kind == "float":
+        return ["" if v != v else repr(v) for v in values]  # v != v: NaN, a gap
+    if c.kind == "bool":
+        return ["true" if v else "false" for v in values]
+    return values
+
+
+def _csv_fixed(c: Column) -> list[bytes | _Fixed] | None:
+    """The CSV field of each value of ``c``, or None where ``_records`` cannot lay it out."""
+    if c.kind == "time":
+        return list(_iso_fixed(np.asarray(c.values, dtype=np.int64)))
+    if c.kind == "float":
+        # each distinct bit pattern written once (by bits: 0.0 and -0.0 are two texts)
+        bits = np.ascontiguousarray(np.asarray(c.values, dtype=np.float64)).view(np.int64)
+        distinct, at = np.unique(bits, return_inverse=True)
+        texts = [repr(v) if v == v else "" for v in distinct.view(np.float64).tolist()]
+        return [np.array(texts, dtype="S")[at.ravel()]]
+    if c.kind == "bool":
+        return [np.where(np.asarray(c.values, dtype=bool), b"true", b"false")]
+    values = _python(c)
+    distinct, at = _positions(values)
+    texts = ["" if v is None else str(v) for v in distinct]
+    if any("\x00" in v for v in texts):
+        return None
+    # quoted as csv.writer quotes (QUOTE_MINIMAL, "\n" ending a line): a lone "\r" is not;
+    # tests/test_api_tables.py compares the two
+    quoted = ['"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n') else v for v in texts]
+    return [np.array([v.encode("utf-8") for v in quoted], dtype="S")[at]]
+
+
+def _positions(values: npt.NDArray[Any] | Sequence[Any]) -> tuple[list[Any], npt.NDArray[np.intp]]:
+    """The distinct values in order of first sight, and each value's place among them."""
+    distinct = list(dict.fromkeys(values))
+    position = {v: i for i, v in enumerate(distinct)}
+    return distinct, np.fromiter(map(position.__getitem__, values), np.intp, count=len(values))
 
 
 def _arrow(t: Table) -> pa.Table:
