@@ -214,3 +214,39 @@ def test_rollups_merge_late_data_and_never_count_a_duplicate(database_url: str) 
     assert got == [(base, 3, 2.0, 30.0, 14.0, 2.0, 30.0), (base + 60, 1, 7.0, 7.0, 7.0, 7.0, 7.0)]
     hour = rows(database_url, "SELECT count, sum, first, last FROM rollup_1h")
     assert hour == [(4, 49.0, 2.0, 7.0)]
+
+
+def test_the_tables_ingest_rewrites_leave_room_on_their_pages(
+    database_url: str, db_tier: str
+) -> None:
+    """Migration 0012: room for HOT updates, on the tables and (TimescaleDB) on the chunks
+    made after it, which is where the rollups' rows are."""
+    t0 = time.time() - 600
+    with psycopg.connect(database_url) as conn:
+        commit(Writer(conn), Batch(readings([("S1", "speed", t0, 50.0)])))
+    want = {
+        "latest_data": "50",
+        "rollup_1h_data": "50",
+        "rollup_1m_data": "70",
+        "alert_state": "50",
+    }
+    query = (
+        "SELECT c.relname, o.option_value FROM pg_class c,"
+        " pg_options_to_table(c.reloptions) o WHERE c.relname = %s AND o.option_name = 'fillfactor'"
+    )
+    for table, fillfactor in want.items():
+        assert rows(database_url, query, (table,)) == [(table, fillfactor)]
+    if db_tier == "timescaledb":
+        chunks = rows(
+            database_url,
+            "SELECT chunk_schema || '.' || chunk_name FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'rollup_1m_data'",
+        )
+        assert chunks, "the reading made a chunk"
+        for (chunk,) in chunks:
+            got = scalar(
+                database_url,
+                "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = %s::regclass",
+                (chunk,),
+            )
+            assert got is not None and "fillfactor=70" in got, chunk
