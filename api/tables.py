@@ -250,9 +250,9 @@ def _csv_fixed(c: Column) -> list[bytes | _Fixed] | None:
     if c.kind == "float":
         # each distinct bit pattern written once (by bits: 0.0 and -0.0 are two texts)
         bits = np.ascontiguousarray(np.asarray(c.values, dtype=np.float64)).view(np.int64)
-        distinct, at = np.unique(bits, return_inverse=True)
-        texts = [repr(v) if v == v else "" for v in distinct.view(np.float64).tolist()]
-        return [np.array(texts, dtype="S")[at.ravel()]]
+        patterns, where = np.unique(bits, return_inverse=True)
+        floats = [repr(v) if v == v else "" for v in patterns.view(np.float64).tolist()]
+        return [np.array(floats, dtype="S")[where.ravel()]]
     if c.kind == "bool":
         return [np.where(np.asarray(c.values, dtype=bool), b"true", b"false")]
     values = _python(c)
