@@ -262,7 +262,9 @@ def _csv_fixed(c: Column) -> list[bytes | _Fixed] | None:
         return None
     # quoted as csv.writer quotes (QUOTE_MINIMAL, "\n" ending a line): a lone "\r" is not;
     # tests/test_api_tables.py compares the two
-    quoted = ['"' + v.replace('"', '""') + '"' if any(ch in v for ch in ',"\n') else v for v in texts]
+    quoted = [
+        '"' + v.replace('"', '""') + '"' if any(ch in v for ch in ',"\n') else v for v in texts
+    ]
     return [np.array([v.encode("utf-8") for v in quoted], dtype="S")[at]]
 
 
